@@ -15,6 +15,7 @@ pub mod event;
 pub mod function;
 pub mod ids;
 pub mod opcode;
+pub mod run;
 pub mod signing;
 pub mod sync_url;
 

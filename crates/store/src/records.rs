@@ -1,0 +1,211 @@
+//! The shapes the store persists. Timestamps are unix milliseconds.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_protocol::event::Event;
+use sluice_protocol::function::FunctionConfig;
+use sluice_protocol::run::RunStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppStatus {
+    /// Synced and answering.
+    Synced,
+    /// The last call or sync attempt could not reach it.
+    Unreachable,
+}
+
+impl AppStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AppStatus::Synced => "Synced",
+            AppStatus::Unreachable => "Unreachable",
+        }
+    }
+    pub fn parse(s: &str) -> AppStatus {
+        match s {
+            "Synced" => AppStatus::Synced,
+            _ => AppStatus::Unreachable,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub id: String,
+    pub url: String,
+    pub normalized_url: String,
+    pub framework: Option<String>,
+    pub sdk: Option<String>,
+    pub deploy_id: Option<String>,
+    pub app_version: Option<String>,
+    pub config_hash: String,
+    pub status: AppStatus,
+    pub last_error: Option<String>,
+    pub synced_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    pub id: String,
+    pub app_id: String,
+    pub name: String,
+    pub config: FunctionConfig,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// sluice's id (a ULID).
+    pub id: String,
+    pub event: Event,
+    pub received_at: i64,
+    pub source_run_id: Option<String>,
+}
+
+/// What a run carries between calls besides its memoized steps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Execution version adopted from the SDK's first answer (`X-Inngest-Req-Version`).
+    pub req_version: Option<i32>,
+    /// Send `disable_immediate_execution: true` (V2 parallel steps are outstanding).
+    pub force_step_plan: bool,
+    /// Planned parallel steps not yet stored; discovery waits until it is empty.
+    pub pending: Vec<String>,
+    /// The pending group is a `parallelMode: race`: rediscover after each step.
+    pub race: bool,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub function_id: String,
+    pub app_id: String,
+    pub event_id: String,
+    pub event_ids: Vec<String>,
+    pub status: RunStatus,
+    pub state: RunState,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub parked_reason: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub updated_at: i64,
+    /// Bumped on every write; commits compare-and-set on it.
+    pub rev: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub run_id: String,
+    pub step_id: String,
+    pub seq: i64,
+    pub name: Option<String>,
+    /// `{"data": …}`, `{"error": …}`, `null`, or a raw event: exactly what the SDK gets back.
+    pub value: Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemKind {
+    /// POST a Call Request (`stepId` = `step` for discovery, or a planned step's id).
+    Call,
+    /// A durable sleep timer: when due, the step is stored as `null` and the run rediscovered.
+    Wake,
+}
+
+impl ItemKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ItemKind::Call => "call",
+            ItemKind::Wake => "wake",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ItemKind> {
+        match s {
+            "call" => Some(ItemKind::Call),
+            "wake" => Some(ItemKind::Wake),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueItem {
+    pub id: String,
+    pub run_id: String,
+    pub kind: ItemKind,
+    pub step_id: String,
+    /// Zero-based attempt of this item (the SDK's `ctx.attempt`).
+    pub attempt: u32,
+    pub available_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    /// Consecutive failures to reach the SDK; these do not consume `attempt`s.
+    pub unreachable_count: u32,
+    pub unreachable_since: Option<i64>,
+    /// Held back because its app is unreachable past the budget.
+    pub parked: bool,
+    pub created_at: i64,
+}
+
+/// A new run created by an ingested event, with its first queue item.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub run: RunRecord,
+    pub first_item: QueueItem,
+}
+
+/// One event to ingest, with the runs it triggers (computed by the engine before the write).
+#[derive(Debug, Clone)]
+pub struct IngestItem {
+    pub record: EventRecord,
+    /// Client id deduplication key; when it was seen within 24 h the event and its runs are dropped.
+    pub dedup_key: Option<String>,
+    pub dedup_until: i64,
+    pub runs: Vec<NewRun>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestOutcome {
+    /// The stored id: the new one, or the earlier event's for a duplicate.
+    pub event_id: String,
+    pub duplicate: bool,
+    pub run_ids: Vec<String>,
+}
+
+/// An atomic change to one run: everything in it is written, or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub run_id: String,
+    /// When set, the run row is replaced by this one, provided its stored `rev` equals `expected_rev`.
+    pub run: Option<RunRecord>,
+    pub expected_rev: i64,
+    /// Step results to store; a step already stored keeps its first result.
+    pub steps: Vec<StepRecord>,
+    /// The queue item this commit finishes (deleted).
+    pub done_item: Option<String>,
+    /// Queue items to create or replace (a retry rewrites the item it came from).
+    pub upsert_items: Vec<QueueItem>,
+    /// Drop every queue item of the run (terminal states).
+    pub clear_items: bool,
+    /// Events the commit emits (finish / failure), with the runs they trigger.
+    pub emit: Vec<IngestItem>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitOutcome {
+    Applied { duplicate_steps: Vec<String> },
+    /// The run changed since it was read; reload and recompute.
+    Conflict,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub function_id: Option<String>,
+    pub app_id: Option<String>,
+    pub limit: usize,
+}
