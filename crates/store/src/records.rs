@@ -185,10 +185,11 @@ pub struct Commit {
     pub expected_rev: i64,
     /// Step results to store; a step already stored keeps its first result.
     pub steps: Vec<StepRecord>,
-    /// The queue item this commit finishes (deleted).
+    /// The queue item this commit finishes (deleted before `enqueue` is applied, so a retry can
+    /// re-enqueue the same id).
     pub done_item: Option<String>,
-    /// Queue items to create or replace (a retry rewrites the item it came from).
-    pub upsert_items: Vec<QueueItem>,
+    /// Queue items to create; an id already queued is left as it is.
+    pub enqueue: Vec<QueueItem>,
     /// Drop every queue item of the run (terminal states).
     pub clear_items: bool,
     /// Events the commit emits (finish / failure), with the runs they trigger.

@@ -136,7 +136,7 @@ fn ingest_in(tx: &Transaction<'_>, items: &[IngestItem]) -> Result<Vec<IngestOut
         let mut run_ids = Vec::new();
         for new_run in &item.runs {
             insert_run(tx, &new_run.run)?;
-            upsert_item(tx, &new_run.first_item)?;
+            enqueue_item(tx, &new_run.first_item)?;
             run_ids.push(new_run.run.id.clone());
         }
         out.push(IngestOutcome {
@@ -482,8 +482,8 @@ impl Store for SqliteStore {
             if let Some(item) = &commit.done_item {
                 tx.execute("DELETE FROM queue WHERE id = ?1", params![item])?;
             }
-            for item in &commit.upsert_items {
-                upsert_item(&tx, item)?;
+            for item in &commit.enqueue {
+                enqueue_item(&tx, item)?;
             }
             ingest_in(&tx, &commit.emit)?;
             tx.commit()?;

@@ -147,15 +147,13 @@ pub fn insert_run(tx: &Transaction<'_>, run: &RunRecord) -> Result<()> {
     Ok(())
 }
 
-pub fn upsert_item(tx: &Transaction<'_>, item: &QueueItem) -> Result<()> {
+/// Insert a queue item; an item with the same id already queued (a step planned twice) wins.
+pub fn enqueue_item(tx: &Transaction<'_>, item: &QueueItem) -> Result<()> {
     tx.execute(
         "INSERT INTO queue (id, run_id, kind, step_id, attempt, available_at, lease_owner, lease_expires_at,
                             unreachable_count, unreachable_since, parked, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, step_id = excluded.step_id, attempt = excluded.attempt,
-           available_at = excluded.available_at, lease_owner = excluded.lease_owner,
-           lease_expires_at = excluded.lease_expires_at, unreachable_count = excluded.unreachable_count,
-           unreachable_since = excluded.unreachable_since, parked = excluded.parked",
+         ON CONFLICT (id) DO NOTHING",
         params![
             item.id,
             item.run_id,

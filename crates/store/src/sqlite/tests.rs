@@ -140,7 +140,7 @@ async fn commits_compare_and_set_on_rev_and_keep_the_first_step_result() {
         expected_rev: 0,
         steps: vec![step(1)],
         done_item: Some("q-r1".into()),
-        upsert_items: vec![item("q2", "r1", 2_000)],
+        enqueue: vec![item("q2", "r1", 2_000)],
         ..Default::default()
     };
     assert_eq!(

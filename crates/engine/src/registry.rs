@@ -1,0 +1,164 @@
+//! The in-memory view of synced apps and their functions, with triggers compiled once per sync.
+//! The store is the source of truth; this is rebuilt from it at start and updated on every sync.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sluice_expr::{ExprCache, Expression, Vars};
+use sluice_protocol::event::trigger_name_matches;
+use sluice_protocol::function::FunctionConfig;
+use sluice_store::{AppRecord, FunctionRecord};
+
+use crate::error::EngineError;
+
+#[derive(Debug)]
+pub struct CompiledTrigger {
+    pub event: String,
+    pub expression: Option<Arc<Expression>>,
+}
+
+#[derive(Debug)]
+pub struct RegisteredFunction {
+    pub record: FunctionRecord,
+    pub triggers: Vec<CompiledTrigger>,
+}
+
+impl RegisteredFunction {
+    pub fn config(&self) -> &FunctionConfig {
+        &self.record.config
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    apps: HashMap<String, AppRecord>,
+    functions: HashMap<String, Arc<RegisteredFunction>>,
+    /// Exact event name → function ids.
+    by_event: HashMap<String, Vec<String>>,
+    /// Wildcard triggers (`prefix*`) → function ids.
+    wildcards: Vec<(String, String)>,
+}
+
+#[derive(Default, Clone)]
+pub struct Registry {
+    inner: Arc<RwLock<Inner>>,
+    exprs: ExprCache,
+}
+
+impl Registry {
+    /// Compile a function's triggers. A hostile or broken expression rejects the whole sync.
+    pub fn compile(&self, record: FunctionRecord) -> Result<RegisteredFunction, EngineError> {
+        let mut triggers = Vec::new();
+        for t in &record.config.triggers {
+            let Some(event) = &t.event else { continue };
+            let expression = match t.expression.as_deref().filter(|s| !s.trim().is_empty()) {
+                Some(src) => Some(self.exprs.get(src).map_err(|source| EngineError::Expression {
+                    function: record.id.clone(),
+                    source,
+                })?),
+                None => None,
+            };
+            triggers.push(CompiledTrigger {
+                event: event.clone(),
+                expression,
+            });
+        }
+        Ok(RegisteredFunction { record, triggers })
+    }
+
+    /// Replace an app and its functions.
+    pub fn install_app(&self, app: AppRecord, functions: Vec<RegisteredFunction>) {
+        let mut inner = self.inner.write().unwrap();
+        inner.functions.retain(|_, f| f.record.app_id != app.id);
+        for f in functions {
+            inner.functions.insert(f.record.id.clone(), Arc::new(f));
+        }
+        inner.apps.insert(app.id.clone(), app);
+        reindex(&mut inner);
+    }
+
+    pub fn set_app(&self, app: AppRecord) {
+        self.inner.write().unwrap().apps.insert(app.id.clone(), app);
+    }
+
+    pub fn app(&self, id: &str) -> Option<AppRecord> {
+        self.inner.read().unwrap().apps.get(id).cloned()
+    }
+
+    pub fn apps(&self) -> Vec<AppRecord> {
+        let mut apps: Vec<_> = self.inner.read().unwrap().apps.values().cloned().collect();
+        apps.sort_by(|a, b| a.id.cmp(&b.id));
+        apps
+    }
+
+    pub fn function(&self, id: &str) -> Option<Arc<RegisteredFunction>> {
+        self.inner.read().unwrap().functions.get(id).cloned()
+    }
+
+    pub fn functions(&self) -> Vec<Arc<RegisteredFunction>> {
+        let mut fns: Vec<_> = self.inner.read().unwrap().functions.values().cloned().collect();
+        fns.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        fns
+    }
+
+    /// Functions an event triggers: name match (exact or wildcard), then the trigger expression.
+    /// `event_json` is the event as the SDK sees it (the `event` variable).
+    pub fn matching(&self, event_name: &str, event_json: &Value) -> Vec<Arc<RegisteredFunction>> {
+        let inner = self.inner.read().unwrap();
+        let mut candidates: Vec<&String> = inner
+            .by_event
+            .get(event_name)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        for (prefix, id) in &inner.wildcards {
+            if event_name.starts_with(prefix.as_str()) {
+                candidates.push(id);
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        let vars = Vars {
+            event: Some(event_json),
+            ..Default::default()
+        };
+        candidates
+            .into_iter()
+            .filter_map(|id| inner.functions.get(id))
+            .filter(|f| {
+                f.triggers.iter().any(|t| {
+                    trigger_name_matches(&t.event, event_name)
+                        && t.expression.as_ref().is_none_or(|e| e.matches(&vars))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+fn reindex(inner: &mut Inner) {
+    let mut by_event: HashMap<String, Vec<String>> = HashMap::new();
+    let mut wildcards = Vec::new();
+    for f in inner.functions.values() {
+        for t in &f.triggers {
+            match t.event.strip_suffix('*') {
+                Some(prefix) => wildcards.push((prefix.to_string(), f.record.id.clone())),
+                None => by_event
+                    .entry(t.event.clone())
+                    .or_default()
+                    .push(f.record.id.clone()),
+            }
+        }
+    }
+    inner.by_event = by_event;
+    inner.wildcards = wildcards;
+}
+
+/// Hash of an app's function set: changes exactly when a re-sync changes configuration.
+pub fn config_hash(functions: &[FunctionConfig]) -> String {
+    let mut sorted: Vec<&FunctionConfig> = functions.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    let json = serde_json::to_value(&sorted).unwrap_or(Value::Null);
+    hex::encode(Sha256::digest(sluice_protocol::signing::canonical_json(&json)))
+}

@@ -1,0 +1,192 @@
+//! App sync: sluice `PUT`s an SDK URL; the SDK registers (out of band, `POST /fn/register`) or
+//! answers with its definition (in band). Apps that stop answering are re-synced every few
+//! seconds, and their parked runs resume as soon as they answer again.
+
+use std::sync::Arc;
+
+use sluice_protocol::function::RegisterRequest;
+use sluice_protocol::sync_url::{normalize_app_url, strip_deploy_id};
+use sluice_store::{AppRecord, AppStatus, FunctionRecord};
+
+use crate::error::EngineError;
+use crate::registry::config_hash;
+use crate::Engine;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RegisterReply {
+    pub app_id: String,
+    pub modified: bool,
+    pub function_count: usize,
+}
+
+/// Apply a register body. Everything is validated and compiled before anything is stored, so a
+/// bad sync leaves the previous configuration in place.
+pub async fn register(engine: &Arc<Engine>, req: RegisterRequest) -> Result<RegisterReply, EngineError> {
+    req.validate()?;
+    let now = engine.now();
+    let mut compiled = Vec::with_capacity(req.functions.len());
+    for f in &req.functions {
+        compiled.push(engine.registry.compile(FunctionRecord {
+            id: f.id.clone(),
+            app_id: req.app_name.clone(),
+            name: f.display_name().to_string(),
+            config: f.clone(),
+            updated_at: now,
+        })?);
+    }
+    let url = if req.url.is_empty() {
+        req.functions
+            .first()
+            .and_then(|f| f.step_url())
+            .map(|u| {
+                let mut u = url::Url::parse(u).ok()?;
+                u.set_query(None);
+                Some(u.to_string())
+            })
+            .flatten()
+            .unwrap_or_default()
+    } else {
+        req.url.clone()
+    };
+    let app = AppRecord {
+        id: req.app_name.clone(),
+        normalized_url: normalize_app_url(&url),
+        url: strip_deploy_id(&url),
+        framework: req.framework.clone(),
+        sdk: req.sdk.clone(),
+        deploy_id: req.deploy_id.clone(),
+        app_version: req.app_version.clone(),
+        config_hash: config_hash(&req.functions),
+        status: AppStatus::Synced,
+        last_error: None,
+        synced_at: Some(now),
+        updated_at: now,
+    };
+    let was_unreachable = engine
+        .registry
+        .app(&app.id)
+        .is_some_and(|a| a.status == AppStatus::Unreachable);
+    let records = compiled.iter().map(|c| c.record.clone()).collect();
+    let modified = engine.store.upsert_app(app.clone(), records).await?;
+    engine.registry.install_app(app.clone(), compiled);
+    // A sync is proof of life: parked runs resume.
+    let resumed = engine.store.unpark_app(&app.id, now).await?;
+    if was_unreachable || resumed > 0 {
+        tracing::info!(app = %app.id, resumed, "app answered again; parked runs resume");
+        engine.notify_work();
+    }
+    tracing::info!(app = %app.id, url = %app.url, functions = req.functions.len(), modified, "app synced");
+    Ok(RegisterReply {
+        app_id: app.id,
+        modified,
+        function_count: req.functions.len(),
+    })
+}
+
+/// The app answered a call or a probe: mark it reachable and resume its parked runs.
+pub async fn app_answered(engine: &Arc<Engine>, mut app: AppRecord) -> Result<(), EngineError> {
+    let now = engine.now();
+    engine
+        .store
+        .set_app_status(&app.id, AppStatus::Synced, None, now)
+        .await?;
+    app.status = AppStatus::Synced;
+    app.last_error = None;
+    engine.registry.set_app(app.clone());
+    let resumed = engine.store.unpark_app(&app.id, now).await?;
+    tracing::info!(app = %app.id, resumed, "app reachable again");
+    engine.notify_work();
+    Ok(())
+}
+
+/// Ask the SDK at `url` to sync. Returns once the app is registered (in band or out of band).
+pub async fn sync_url(engine: &Arc<Engine>, url: &str) -> Result<RegisterReply, EngineError> {
+    let started = engine.now();
+    let target = strip_deploy_id(url);
+    let resp = engine
+        .client
+        .sync_put(url)
+        .await
+        .map_err(|u| EngineError::Unreachable { url: target.clone(), reason: u.0 })?;
+    let failed = |reason: String| EngineError::SyncFailed { url: target.clone(), reason };
+    if resp.header("x-inngest-sync-kind") == Some("in_band") && resp.status == 200 {
+        engine.client.verify_answer(&resp).map_err(failed)?;
+        let mut req = RegisterRequest::parse(&resp.body)?;
+        if req.url.is_empty() {
+            req.url = url.to_string();
+        }
+        return register(engine, req).await;
+    }
+    if !(200..300).contains(&resp.status) {
+        return Err(failed(format!(
+            "HTTP {}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()
+        )));
+    }
+    // Out of band: the SDK has called /fn/register before answering. Python passes our register
+    // reply through with a 200 even when we refused it, so check the registry, not the status.
+    let wanted = normalize_app_url(url);
+    engine
+        .registry
+        .apps()
+        .into_iter()
+        .find(|a| a.normalized_url == wanted && a.synced_at.unwrap_or(0) >= started)
+        .map(|a| RegisterReply {
+            function_count: engine.registry.functions().iter().filter(|f| f.record.app_id == a.id).count(),
+            app_id: a.id,
+            modified: true,
+        })
+        .ok_or_else(|| {
+            failed(format!(
+                "the SDK answered the sync without registering: {}",
+                String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()
+            ))
+        })
+}
+
+impl Engine {
+    /// Sync `url` now and keep re-syncing it while it is not registered or unreachable (dev `-u`).
+    pub fn watch_url(&self, url: &str) {
+        let mut urls = self.watched_urls.lock().unwrap();
+        if !urls.iter().any(|u| u == url) {
+            urls.push(url.to_string());
+        }
+    }
+}
+
+pub(crate) async fn run_resync_loop(engine: Arc<Engine>) {
+    loop {
+        let watched = engine.watched_urls.lock().unwrap().clone();
+        for url in watched {
+            let normalized = normalize_app_url(&url);
+            let healthy = engine
+                .registry
+                .apps()
+                .iter()
+                .any(|a| a.normalized_url == normalized && a.status == AppStatus::Synced);
+            if !healthy {
+                match sync_url(&engine, &url).await {
+                    Ok(r) => tracing::info!(%url, app = %r.app_id, "synced"),
+                    Err(e) => tracing::debug!(%url, code = e.code(), error = %e, "sync attempt failed"),
+                }
+            }
+        }
+        for app in engine.registry.apps() {
+            if app.status != AppStatus::Unreachable || app.url.is_empty() {
+                continue;
+            }
+            if engine.client.introspect(&app.url).await.is_ok() {
+                match sync_url(&engine, &app.url).await {
+                    Ok(_) => {}
+                    Err(_) => {
+                        if let Err(e) = app_answered(&engine, app).await {
+                            tracing::warn!(error = %e, "marking app reachable failed");
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(engine.config.resync_interval).await;
+    }
+}
