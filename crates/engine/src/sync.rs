@@ -190,3 +190,9 @@ pub(crate) async fn run_resync_loop(engine: Arc<Engine>) {
         tokio::time::sleep(engine.config.resync_interval).await;
     }
 }
+
+impl Engine {
+    pub fn watched_urls(&self) -> Vec<String> {
+        self.watched_urls.lock().unwrap().clone()
+    }
+}

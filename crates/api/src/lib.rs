@@ -1,0 +1,88 @@
+//! The HTTP API, one listener (default 127.0.0.1:8288), the same routes as the Inngest dev server
+//! where they overlap:
+//!
+//! | route | for |
+//! |---|---|
+//! | `POST /e/{key}` | clients and SDKs sending events |
+//! | `POST /fn/register` | SDK registration |
+//! | `GET /v0/runs/{id}/batch`, `GET /v0/runs/{id}/actions` | SDKs with `use_api` |
+//! | `GET /health`, `GET /dev` | liveness, apps and functions |
+//! | `/v1/events…`, `/v1/runs…`, `/v1/apps…` | inspection, cancel, sync |
+
+mod auth;
+mod error;
+mod events;
+mod inspect;
+mod register;
+mod views;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use sluice_engine::Engine;
+
+pub use error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Event keys accepted on `/e/{key}`; empty = dev mode (any key).
+    pub event_keys: Vec<String>,
+    /// Signing keys (current first, then fallback); empty = dev mode (no auth).
+    pub signing_keys: Vec<String>,
+    pub max_request_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            event_keys: vec![],
+            signing_keys: vec![],
+            max_request_bytes: 3 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<ApiConfig>,
+}
+
+pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
+    let state = AppState {
+        engine,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/e/{key}", post(events::send_events))
+        .route("/fn/register", post(register::register))
+        .route("/health", get(inspect::health))
+        .route("/dev", get(inspect::dev_info))
+        .route("/v0/runs/{id}/batch", get(inspect::run_batch))
+        .route("/v0/runs/{id}/actions", get(inspect::run_actions))
+        .route("/v1/events", get(inspect::list_events))
+        .route("/v1/events/{id}", get(inspect::get_event))
+        .route("/v1/events/{id}/runs", get(inspect::event_runs))
+        .route("/v1/runs", get(inspect::list_runs))
+        .route("/v1/runs/{id}", get(inspect::get_run).delete(inspect::cancel_run))
+        .route("/v1/runs/{id}/steps", get(inspect::run_steps))
+        .route("/v1/apps", get(inspect::list_apps))
+        .route("/v1/apps/sync", post(register::sync_app))
+        // Bodies are read with our own limit so oversize requests get a coded JSON error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+    config: ApiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(engine, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

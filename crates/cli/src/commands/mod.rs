@@ -1,0 +1,4 @@
+pub mod apps;
+pub mod events;
+pub mod runs;
+pub mod serve;
