@@ -29,10 +29,7 @@ pub fn check_bearer(config: &ApiConfig, headers: &HeaderMap) -> Result<(), ApiEr
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <hashed signing key>"))?;
-    let ok = config
-        .signing_keys
-        .iter()
-        .any(|k| token == hashed_signing_key(k) || token == k);
+    let ok = config.signing_keys.iter().any(|k| token == hashed_signing_key(k) || token == k);
     if ok {
         Ok(())
     } else {
@@ -40,10 +37,7 @@ pub fn check_bearer(config: &ApiConfig, headers: &HeaderMap) -> Result<(), ApiEr
     }
 }
 
-pub async fn read_body(
-    config: &ApiConfig,
-    body: axum::body::Body,
-) -> Result<axum::body::Bytes, ApiError> {
+pub async fn read_body(config: &ApiConfig, body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, config.max_request_bytes)
         .await
         .map_err(|_| ApiError::too_large(config.max_request_bytes))

@@ -19,11 +19,7 @@ pub async fn send_events(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     check_event_key(&state.config, &key)?;
-    let seed = request
-        .headers()
-        .get("x-inngest-event-id-seed")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let seed = request.headers().get("x-inngest-event-id-seed").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = read_body(&state.config, request.into_body()).await?;
     let events = parse_event_batch(&body).map_err(sluice_engine::EngineError::from)?;
     if events.len() > MAX_EVENTS_PER_REQUEST {

@@ -79,23 +79,15 @@ pub struct EventQuery {
 
 pub async fn list_events(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<EventQuery>) -> ApiResult {
     check_bearer(&state.config, &headers)?;
-    let events = state
-        .engine
-        .store
-        .list_events(q.name.as_deref(), q.limit.unwrap_or(50).min(1000))
-        .await?;
+    let events = state.engine.store.list_events(q.name.as_deref(), q.limit.unwrap_or(50).min(1000)).await?;
     let data: Vec<Value> = events.iter().map(views::event).collect();
     Ok(Json(views::wrap(Value::Array(data), state.engine.now())))
 }
 
 pub async fn get_event(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     check_bearer(&state.config, &headers)?;
-    let event = state
-        .engine
-        .store
-        .get_event(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
+    let event =
+        state.engine.store.get_event(&id).await?.ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
     Ok(Json(views::wrap(views::event(&event), state.engine.now())))
 }
 
@@ -138,12 +130,8 @@ pub async fn list_runs(State(state): State<AppState>, headers: HeaderMap, Query(
 
 pub async fn get_run(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     check_bearer(&state.config, &headers)?;
-    let run = state
-        .engine
-        .store
-        .get_run(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+    let run =
+        state.engine.store.get_run(&id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
     Ok(Json(views::wrap(views::run(&run), state.engine.now())))
 }
 
@@ -177,12 +165,8 @@ pub async fn list_apps(State(state): State<AppState>, headers: HeaderMap) -> Api
 /// `use_api: true` SDKs fetch the trigger events here.
 pub async fn run_batch(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     check_bearer(&state.config, &headers)?;
-    let run = state
-        .engine
-        .store
-        .get_run(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+    let run =
+        state.engine.store.get_run(&id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
     let events = state.engine.store.get_events(&run.event_ids).await?;
     Ok(Json(Value::Array(events.iter().map(|e| e.event.to_sdk_json(&e.id)).collect())))
 }

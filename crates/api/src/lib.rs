@@ -36,11 +36,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            event_keys: vec![],
-            signing_keys: vec![],
-            max_request_bytes: 3 * 1024 * 1024,
-        }
+        ApiConfig { event_keys: vec![], signing_keys: vec![], max_request_bytes: 3 * 1024 * 1024 }
     }
 }
 
@@ -51,10 +47,7 @@ pub struct AppState {
 }
 
 pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
-    let state = AppState {
-        engine,
-        config: Arc::new(config),
-    };
+    let state = AppState { engine, config: Arc::new(config) };
     Router::new()
         .route("/e/{key}", post(events::send_events))
         .route("/fn/register", post(register::register))
@@ -82,7 +75,5 @@ pub async fn serve(
     config: ApiConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(engine, config)).with_graceful_shutdown(shutdown).await
 }

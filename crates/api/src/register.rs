@@ -12,10 +12,7 @@ use crate::AppState;
 pub async fn register(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
     check_bearer(&state.config, request.headers())?;
     let deploy_id = request.uri().query().and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "deployId")
-            .map(|(_, v)| v.to_string())
+        q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "deployId").map(|(_, v)| v.to_string())
     });
     let body = read_body(&state.config, request.into_body()).await?;
     let mut req = RegisterRequest::parse(&body).map_err(sluice_engine::EngineError::from)?;

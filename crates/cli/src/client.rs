@@ -23,10 +23,7 @@ pub struct ApiFailure {
 
 impl ApiArgs {
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, ApiFailure> {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .expect("client");
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("client");
         let url = format!("{}{}", self.api.trim_end_matches('/'), path);
         let mut req = client.request(method, &url);
         if let Some(key) = &self.signing_key {

@@ -10,7 +10,9 @@ pub fn hint(code: &str) -> &'static str {
         "SLUICE-1101" => "Fix the function definition in the app and sync again.",
         "SLUICE-1102" => "Use a 5-field cron (optionally prefixed TZ=Zone/Name) or a descriptor like @daily.",
         "SLUICE-1103" => "Use a duration like 30s, 5m, 2h, 1d or an ISO-8601 date.",
-        "SLUICE-1201" => "The URL answered but not as an Inngest SDK: check the serve path and any proxy in front of it.",
+        "SLUICE-1201" => {
+            "The URL answered but not as an Inngest SDK: check the serve path and any proxy in front of it."
+        }
         "SLUICE-1301" => "The signing keys of sluice and the SDK differ: set the same INNGEST_SIGNING_KEY on both.",
         "SLUICE-1401" => "Simplify the expression (at most 8 KiB and 32 levels of nesting).",
         "SLUICE-1402" => "Fix the CEL syntax of the expression.",

@@ -31,10 +31,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => commands::serve::run(args, settings::Mode::Dev).await,

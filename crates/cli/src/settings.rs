@@ -125,8 +125,7 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| SettingsError(format!("cannot read config {}: {e}", path.display())))?;
-                toml::from_str(&text)
-                    .map_err(|e| SettingsError(format!("config {}: {e}", path.display())))?
+                toml::from_str(&text).map_err(|e| SettingsError(format!("config {}: {e}", path.display())))?
             }
             None => FileSettings::default(),
         };
@@ -134,9 +133,7 @@ impl Settings {
         let db = args.db.or(file.db).unwrap_or_else(|| "./.sluice/sluice.db".into());
         let db_path = PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(&db));
         if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-            return Err(SettingsError(
-                "PostgreSQL is not supported by this build yet; use a SQLite path".into(),
-            ));
+            return Err(SettingsError("PostgreSQL is not supported by this build yet; use a SQLite path".into()));
         }
         let mut signing_keys = Vec::new();
         signing_keys.extend(args.signing_key.or(file.signing_key));
@@ -144,10 +141,14 @@ impl Settings {
         let event_keys = pick_vec(args.event_keys, file.event_keys);
         if mode == Mode::Production {
             if signing_keys.is_empty() {
-                return Err(SettingsError("sluice start needs a signing key (--signing-key or SLUICE_SIGNING_KEY)".into()));
+                return Err(SettingsError(
+                    "sluice start needs a signing key (--signing-key or SLUICE_SIGNING_KEY)".into(),
+                ));
             }
             if event_keys.is_empty() {
-                return Err(SettingsError("sluice start needs at least one event key (--event-key or SLUICE_EVENT_KEYS)".into()));
+                return Err(SettingsError(
+                    "sluice start needs at least one event key (--event-key or SLUICE_EVENT_KEYS)".into(),
+                ));
             }
         }
         if mode == Mode::Dev {
@@ -166,9 +167,17 @@ impl Settings {
                 None => None,
                 Some(v) => Some(duration("retry_interval", Some(v), Duration::ZERO)?),
             },
-            unreachable_budget: duration("unreachable_budget", args.unreachable_budget.or(file.unreachable_budget), Duration::from_secs(300))?,
+            unreachable_budget: duration(
+                "unreachable_budget",
+                args.unreachable_budget.or(file.unreachable_budget),
+                Duration::from_secs(300),
+            )?,
             call_timeout: duration("call_timeout", args.call_timeout.or(file.call_timeout), Duration::from_secs(1800))?,
-            poll_interval: duration("poll_interval", args.poll_interval.or(file.poll_interval), Duration::from_secs(5))?,
+            poll_interval: duration(
+                "poll_interval",
+                args.poll_interval.or(file.poll_interval),
+                Duration::from_secs(5),
+            )?,
             max_event_bytes: args.max_event_bytes.or(file.max_event_bytes).unwrap_or(512 * 1024),
             max_request_bytes: args.max_request_bytes.or(file.max_request_bytes).unwrap_or(3 * 1024 * 1024),
             max_inflight: args.max_inflight.or(file.max_inflight).unwrap_or(64),
@@ -185,11 +194,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, "port = 9000\nhost = \"0.0.0.0\"\nunreachable_budget = \"1m\"\n").unwrap();
-        let args = ServerArgs {
-            config: Some(path),
-            port: Some(9100),
-            ..Default::default()
-        };
+        let args = ServerArgs { config: Some(path), port: Some(9100), ..Default::default() };
         let s = Settings::resolve(args, Mode::Dev).unwrap();
         assert_eq!(s.port, 9100);
         assert_eq!(s.host, "0.0.0.0");
@@ -201,15 +206,9 @@ mod tests {
     fn production_mode_requires_keys_and_bad_values_are_named() {
         let err = Settings::resolve(ServerArgs::default(), Mode::Production).unwrap_err();
         assert!(err.0.contains("signing key"));
-        let args = ServerArgs {
-            signing_key: Some("signkey-prod-00".into()),
-            ..Default::default()
-        };
+        let args = ServerArgs { signing_key: Some("signkey-prod-00".into()), ..Default::default() };
         assert!(Settings::resolve(args, Mode::Production).unwrap_err().0.contains("event key"));
-        let args = ServerArgs {
-            call_timeout: Some("forever".into()),
-            ..Default::default()
-        };
+        let args = ServerArgs { call_timeout: Some("forever".into()), ..Default::default() };
         assert!(Settings::resolve(args, Mode::Dev).unwrap_err().0.contains("call_timeout"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

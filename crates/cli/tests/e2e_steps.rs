@@ -37,11 +37,8 @@ async fn sequential_steps_each_run_exactly_once() {
 
 /// Millisecond timestamp `t` of the one side effect `fn_id`/`step` recorded for `run_id`.
 fn effect_time(worker: &Worker, run_id: &str, fn_id: &str, step: &str) -> i64 {
-    let hits: Vec<_> = worker
-        .effects()
-        .into_iter()
-        .filter(|e| e["run"] == run_id && e["fn"] == fn_id && e["step"] == step)
-        .collect();
+    let hits: Vec<_> =
+        worker.effects().into_iter().filter(|e| e["run"] == run_id && e["fn"] == fn_id && e["step"] == step).collect();
     assert_eq!(hits.len(), 1, "expected exactly one {fn_id}/{step} effect: {hits:?}");
     hits[0]["t"].as_i64().expect("effect has a numeric t")
 }

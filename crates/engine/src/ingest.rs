@@ -35,10 +35,7 @@ pub fn ingest_item(
                     event_id: event_id.clone(),
                     event_ids: vec![event_id.clone()],
                     status: RunStatus::Queued,
-                    state: RunState {
-                        max_attempts: f.config().max_attempts(),
-                        ..Default::default()
-                    },
+                    state: RunState { max_attempts: f.config().max_attempts(), ..Default::default() },
                     output: None,
                     error: None,
                     parked_reason: None,
@@ -53,12 +50,7 @@ pub fn ingest_item(
         .collect();
     let dedup_key = (!event.id.is_empty()).then(|| format!("{}\u{0}{}", event.name, event.id));
     IngestItem {
-        record: EventRecord {
-            id: event_id,
-            event,
-            received_at: now,
-            source_run_id,
-        },
+        record: EventRecord { id: event_id, event, received_at: now, source_run_id },
         dedup_key,
         dedup_until: now + DEDUP_WINDOW_MS,
         runs,
@@ -117,21 +109,7 @@ pub enum FinishOutcome {
     Cancelled,
 }
 
-fn emitted(
-    registry: &Registry,
-    name: &str,
-    data: Value,
-    id: ulid::Ulid,
-    now: i64,
-    run_id: &str,
-) -> IngestItem {
-    let event = Event {
-        name: name.to_string(),
-        data,
-        id: String::new(),
-        ts: now,
-        user: json!({}),
-        v: None,
-    };
+fn emitted(registry: &Registry, name: &str, data: Value, id: ulid::Ulid, now: i64, run_id: &str) -> IngestItem {
+    let event = Event { name: name.to_string(), data, id: String::new(), ts: now, user: json!({}), v: None };
     ingest_item(registry, event, id, now, Some(run_id.to_string()))
 }

@@ -100,11 +100,7 @@ impl Engine {
 
     /// Validate, store and fan out a batch of raw events. All or nothing: one invalid event
     /// rejects the request and stores none of it. Returns once the write is durable.
-    pub async fn ingest_events(
-        &self,
-        raw: Vec<Value>,
-        id_seed: Option<&str>,
-    ) -> Result<IngestResult, EngineError> {
+    pub async fn ingest_events(&self, raw: Vec<Value>, id_seed: Option<&str>) -> Result<IngestResult, EngineError> {
         let now = self.now();
         let mut events = Vec::with_capacity(raw.len());
         for value in raw {
@@ -113,11 +109,8 @@ impl Engine {
         let ids = id_seed
             .and_then(|seed| seeded_event_ids(seed, events.len()))
             .unwrap_or_else(|| (0..events.len()).map(|_| new_ulid_at(now as u64)).collect());
-        let items = events
-            .into_iter()
-            .zip(ids)
-            .map(|(event, id)| ingest_item(&self.registry, event, id, now, None))
-            .collect();
+        let items =
+            events.into_iter().zip(ids).map(|(event, id)| ingest_item(&self.registry, event, id, now, None)).collect();
         let outcomes = self.store.ingest(items).await?;
         self.notify_work();
         Ok(IngestResult {
@@ -129,11 +122,7 @@ impl Engine {
     /// Cancel a run: it makes no further calls, and `function.finished` / `function.cancelled` are emitted.
     pub async fn cancel_run(&self, run_id: &str) -> Result<(), EngineError> {
         loop {
-            let run = self
-                .store
-                .get_run(run_id)
-                .await?
-                .ok_or_else(|| EngineError::RunNotFound(run_id.to_string()))?;
+            let run = self.store.get_run(run_id).await?.ok_or_else(|| EngineError::RunNotFound(run_id.to_string()))?;
             let Some(next) = run.status.apply(RunTransition::Cancel) else {
                 return Err(EngineError::RunEnded(run_id.to_string()));
             };
@@ -164,24 +153,12 @@ impl Engine {
     }
 
     /// The run's trigger events as the SDK sees them.
-    pub(crate) async fn trigger_events(
-        &self,
-        run: &sluice_store::RunRecord,
-    ) -> Result<Vec<Value>, EngineError> {
-        Ok(self
-            .store
-            .get_events(&run.event_ids)
-            .await?
-            .into_iter()
-            .map(|e| e.event.to_sdk_json(&e.id))
-            .collect())
+    pub(crate) async fn trigger_events(&self, run: &sluice_store::RunRecord) -> Result<Vec<Value>, EngineError> {
+        Ok(self.store.get_events(&run.event_ids).await?.into_iter().map(|e| e.event.to_sdk_json(&e.id)).collect())
     }
 
     /// Start the background loops: the queue worker and the app re-sync loop.
     pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
-            tokio::spawn(worker::run_worker(self.clone())),
-            tokio::spawn(sync::run_resync_loop(self.clone())),
-        ]
+        vec![tokio::spawn(worker::run_worker(self.clone())), tokio::spawn(sync::run_resync_loop(self.clone()))]
     }
 }

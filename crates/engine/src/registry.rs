@@ -54,16 +54,14 @@ impl Registry {
         for t in &record.config.triggers {
             let Some(event) = &t.event else { continue };
             let expression = match t.expression.as_deref().filter(|s| !s.trim().is_empty()) {
-                Some(src) => Some(self.exprs.get(src).map_err(|source| EngineError::Expression {
-                    function: record.id.clone(),
-                    source,
-                })?),
+                Some(src) => Some(
+                    self.exprs
+                        .get(src)
+                        .map_err(|source| EngineError::Expression { function: record.id.clone(), source })?,
+                ),
                 None => None,
             };
-            triggers.push(CompiledTrigger {
-                event: event.clone(),
-                expression,
-            });
+            triggers.push(CompiledTrigger { event: event.clone(), expression });
         }
         Ok(RegisteredFunction { record, triggers })
     }
@@ -107,11 +105,8 @@ impl Registry {
     /// `event_json` is the event as the SDK sees it (the `event` variable).
     pub fn matching(&self, event_name: &str, event_json: &Value) -> Vec<Arc<RegisteredFunction>> {
         let inner = self.inner.read().unwrap();
-        let mut candidates: Vec<&String> = inner
-            .by_event
-            .get(event_name)
-            .map(|v| v.iter().collect())
-            .unwrap_or_default();
+        let mut candidates: Vec<&String> =
+            inner.by_event.get(event_name).map(|v| v.iter().collect()).unwrap_or_default();
         for (prefix, id) in &inner.wildcards {
             if event_name.starts_with(prefix.as_str()) {
                 candidates.push(id);
@@ -119,17 +114,13 @@ impl Registry {
         }
         candidates.sort();
         candidates.dedup();
-        let vars = Vars {
-            event: Some(event_json),
-            ..Default::default()
-        };
+        let vars = Vars { event: Some(event_json), ..Default::default() };
         candidates
             .into_iter()
             .filter_map(|id| inner.functions.get(id))
             .filter(|f| {
                 f.triggers.iter().any(|t| {
-                    trigger_name_matches(&t.event, event_name)
-                        && t.expression.as_ref().is_none_or(|e| e.matches(&vars))
+                    trigger_name_matches(&t.event, event_name) && t.expression.as_ref().is_none_or(|e| e.matches(&vars))
                 })
             })
             .cloned()
@@ -144,10 +135,7 @@ fn reindex(inner: &mut Inner) {
         for t in &f.triggers {
             match t.event.strip_suffix('*') {
                 Some(prefix) => wildcards.push((prefix.to_string(), f.record.id.clone())),
-                None => by_event
-                    .entry(t.event.clone())
-                    .or_default()
-                    .push(f.record.id.clone()),
+                None => by_event.entry(t.event.clone()).or_default().push(f.record.id.clone()),
             }
         }
     }

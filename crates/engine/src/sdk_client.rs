@@ -42,11 +42,7 @@ impl SdkClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client with no TLS settings always builds");
-        SdkClient {
-            http,
-            config,
-            clock,
-        }
+        SdkClient { http, config, clock }
     }
 
     fn sign_headers(&self, body: &[u8]) -> Option<String> {
@@ -76,27 +72,15 @@ impl SdkClient {
         if let Some(sig) = self.sign_headers(&bytes) {
             req = req.header("x-inngest-signature", sig);
         }
-        let resp = req
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| Unreachable(describe(&e)))?;
+        let resp = req.body(bytes).send().await.map_err(|e| Unreachable(describe(&e)))?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string())))
             .collect();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Unreachable(describe(&e)))?
-            .to_vec();
-        Ok(SdkResponse {
-            status,
-            headers,
-            body,
-        })
+        let body = resp.bytes().await.map_err(|e| Unreachable(describe(&e)))?.to_vec();
+        Ok(SdkResponse { status, headers, body })
     }
 
     /// POST a Call Request.
@@ -127,8 +111,7 @@ impl SdkClient {
 
     /// Introspection `GET` (signed in cloud mode, where JS refuses unsigned ones).
     pub async fn introspect(&self, url: &str) -> Result<SdkResponse, Unreachable> {
-        self.send(reqwest::Method::GET, url, None, &[], self.config.sync_timeout)
-            .await
+        self.send(reqwest::Method::GET, url, None, &[], self.config.sync_timeout).await
     }
 
     /// In cloud mode an answer must carry a valid signature; a forged or stripped one is refused.
@@ -139,13 +122,8 @@ impl SdkClient {
         let Some(sig) = resp.header("x-inngest-signature") else {
             return Err("the SDK answer is not signed".into());
         };
-        signing::verify(
-            &self.config.signing_keys,
-            sig,
-            &resp.body,
-            self.clock.now_ms() / 1000,
-        )
-        .map_err(|e| e.to_string())
+        signing::verify(&self.config.signing_keys, sig, &resp.body, self.clock.now_ms() / 1000)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -170,15 +148,9 @@ fn describe(e: &reqwest::Error) -> String {
 pub fn step_url(base: &str, step_id: &str) -> String {
     match url::Url::parse(base) {
         Ok(mut u) => {
-            let pairs: Vec<(String, String)> = u
-                .query_pairs()
-                .filter(|(k, _)| k != "stepId")
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            u.query_pairs_mut()
-                .clear()
-                .extend_pairs(pairs)
-                .append_pair("stepId", step_id);
+            let pairs: Vec<(String, String)> =
+                u.query_pairs().filter(|(k, _)| k != "stepId").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs).append_pair("stepId", step_id);
             u.to_string()
         }
         Err(_) => base.to_string(),

@@ -38,12 +38,11 @@ pub async fn register(engine: &Arc<Engine>, req: RegisterRequest) -> Result<Regi
         req.functions
             .first()
             .and_then(|f| f.step_url())
-            .map(|u| {
+            .and_then(|u| {
                 let mut u = url::Url::parse(u).ok()?;
                 u.set_query(None);
                 Some(u.to_string())
             })
-            .flatten()
             .unwrap_or_default()
     } else {
         req.url.clone()
@@ -62,10 +61,7 @@ pub async fn register(engine: &Arc<Engine>, req: RegisterRequest) -> Result<Regi
         synced_at: Some(now),
         updated_at: now,
     };
-    let was_unreachable = engine
-        .registry
-        .app(&app.id)
-        .is_some_and(|a| a.status == AppStatus::Unreachable);
+    let was_unreachable = engine.registry.app(&app.id).is_some_and(|a| a.status == AppStatus::Unreachable);
     let records = compiled.iter().map(|c| c.record.clone()).collect();
     let modified = engine.store.upsert_app(app.clone(), records).await?;
     engine.registry.install_app(app.clone(), compiled);
@@ -76,20 +72,13 @@ pub async fn register(engine: &Arc<Engine>, req: RegisterRequest) -> Result<Regi
         engine.notify_work();
     }
     tracing::info!(app = %app.id, url = %app.url, functions = req.functions.len(), modified, "app synced");
-    Ok(RegisterReply {
-        app_id: app.id,
-        modified,
-        function_count: req.functions.len(),
-    })
+    Ok(RegisterReply { app_id: app.id, modified, function_count: req.functions.len() })
 }
 
 /// The app answered a call or a probe: mark it reachable and resume its parked runs.
 pub async fn app_answered(engine: &Arc<Engine>, mut app: AppRecord) -> Result<(), EngineError> {
     let now = engine.now();
-    engine
-        .store
-        .set_app_status(&app.id, AppStatus::Synced, None, now)
-        .await?;
+    engine.store.set_app_status(&app.id, AppStatus::Synced, None, now).await?;
     app.status = AppStatus::Synced;
     app.last_error = None;
     engine.registry.set_app(app.clone());
@@ -103,11 +92,8 @@ pub async fn app_answered(engine: &Arc<Engine>, mut app: AppRecord) -> Result<()
 pub async fn sync_url(engine: &Arc<Engine>, url: &str) -> Result<RegisterReply, EngineError> {
     let started = engine.now();
     let target = strip_deploy_id(url);
-    let resp = engine
-        .client
-        .sync_put(url)
-        .await
-        .map_err(|u| EngineError::Unreachable { url: target.clone(), reason: u.0 })?;
+    let resp =
+        engine.client.sync_put(url).await.map_err(|u| EngineError::Unreachable { url: target.clone(), reason: u.0 })?;
     let failed = |reason: String| EngineError::SyncFailed { url: target.clone(), reason };
     if resp.header("x-inngest-sync-kind") == Some("in_band") && resp.status == 200 {
         engine.client.verify_answer(&resp).map_err(failed)?;
@@ -116,6 +102,12 @@ pub async fn sync_url(engine: &Arc<Engine>, url: &str) -> Result<RegisterReply, 
             req.url = url.to_string();
         }
         return register(engine, req).await;
+    }
+    if resp.status == 401 {
+        return Err(sluice_protocol::ProtocolError::InvalidSignature(format!(
+            "the SDK at {target} refused sluice's signature (HTTP 401): the signing keys differ"
+        ))
+        .into());
     }
     if !(200..300).contains(&resp.status) {
         return Err(failed(format!(
@@ -160,11 +152,8 @@ pub(crate) async fn run_resync_loop(engine: Arc<Engine>) {
         let watched = engine.watched_urls.lock().unwrap().clone();
         for url in watched {
             let normalized = normalize_app_url(&url);
-            let healthy = engine
-                .registry
-                .apps()
-                .iter()
-                .any(|a| a.normalized_url == normalized && a.status == AppStatus::Synced);
+            let healthy =
+                engine.registry.apps().iter().any(|a| a.normalized_url == normalized && a.status == AppStatus::Synced);
             if !healthy {
                 match sync_url(&engine, &url).await {
                     Ok(r) => tracing::info!(%url, app = %r.app_id, "synced"),

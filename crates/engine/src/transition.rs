@@ -21,17 +21,9 @@ pub enum Answer {
     /// 200: the function returned this output.
     Completed(Value),
     /// 206: opcodes, with the response's retry headers (they apply to a `StepError`).
-    Ops {
-        ops: Vec<GeneratorOp>,
-        no_retry: bool,
-        retry_at: Option<i64>,
-    },
+    Ops { ops: Vec<GeneratorOp>, no_retry: bool, retry_at: Option<i64> },
     /// Any other status, or an answer that is not valid protocol.
-    Error {
-        error: Value,
-        retriable: bool,
-        retry_at: Option<i64>,
-    },
+    Error { error: Value, retriable: bool, retry_at: Option<i64> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,12 +108,7 @@ impl Decision {
         if let Some(next) = run.status.apply(RunTransition::Start) {
             run.status = next;
         }
-        Decision {
-            run,
-            steps: vec![],
-            enqueue: vec![],
-            finish: None,
-        }
+        Decision { run, steps: vec![], enqueue: vec![], finish: None }
     }
 
     fn finish(mut self, finish: Finish, now: i64) -> Decision {
@@ -174,19 +161,13 @@ pub fn on_wake(run: &RunRecord, item: &QueueItem, ctx: &TransitionContext<'_>) -
 }
 
 /// Apply an SDK answer to a call item.
-pub fn on_answer(
-    run: &RunRecord,
-    item: &QueueItem,
-    answer: Answer,
-    ctx: &TransitionContext<'_>,
-) -> Decision {
+pub fn on_answer(run: &RunRecord, item: &QueueItem, answer: Answer, ctx: &TransitionContext<'_>) -> Decision {
     let now = ctx.now;
     let mut d = Decision::new(run, now);
     let max_attempts = run.state.max_attempts.max(1);
     let retry_same_item = |retry_at: Option<i64>| {
         let attempt = item.attempt + 1;
-        let at = retry_at
-            .unwrap_or_else(|| now + step_backoff(attempt, ctx.retry_interval).as_millis() as i64);
+        let at = retry_at.unwrap_or_else(|| now + step_backoff(attempt, ctx.retry_interval).as_millis() as i64);
         QueueItem {
             attempt,
             available_at: at,
@@ -199,11 +180,7 @@ pub fn on_answer(
     };
     match answer {
         Answer::Completed(output) => d.finish(Finish::Completed(output), now),
-        Answer::Error {
-            error,
-            retriable,
-            retry_at,
-        } => {
+        Answer::Error { error, retriable, retry_at } => {
             if retriable && item.attempt + 1 < max_attempts {
                 d.enqueue.push(retry_same_item(retry_at));
                 d
@@ -211,11 +188,7 @@ pub fn on_answer(
                 d.fail(error, now)
             }
         }
-        Answer::Ops {
-            ops,
-            no_retry,
-            retry_at,
-        } => {
+        Answer::Ops { ops, no_retry, retry_at } => {
             if ops.is_empty() {
                 // Nothing to do. If nothing else is outstanding the run would stall: rediscover,
                 // counting it as a failed attempt so a misbehaving SDK cannot loop forever.
@@ -237,11 +210,8 @@ pub fn on_answer(
                 }
                 return d;
             }
-            let parallel = ops
-                .iter()
-                .filter(|o| !matches!(o.opcode(), Opcode::DeferAdd | Opcode::DeferAbort))
-                .count()
-                > 1;
+            let parallel =
+                ops.iter().filter(|o| !matches!(o.opcode(), Opcode::DeferAdd | Opcode::DeferAbort)).count() > 1;
             if parallel {
                 d.run.state.force_step_plan = true;
             }
@@ -256,13 +226,9 @@ pub fn on_answer(
                         d.step_settled(&op.id, now);
                     }
                     Opcode::StepError | Opcode::StepFailed => {
-                        let error = normalize_error(
-                            op.error.as_ref().unwrap_or(&Value::Null),
-                            "step failed",
-                        );
-                        let final_failure = op.opcode() == Opcode::StepFailed
-                            || no_retry
-                            || item.attempt + 1 >= max_attempts;
+                        let error = normalize_error(op.error.as_ref().unwrap_or(&Value::Null), "step failed");
+                        let final_failure =
+                            op.opcode() == Opcode::StepFailed || no_retry || item.attempt + 1 >= max_attempts;
                         if final_failure {
                             d.steps.push(step_record(run, &op.id, Some(op.label()), json!({ "error": error }), now));
                             d.step_settled(&op.id, now);
@@ -283,10 +249,7 @@ pub fn on_answer(
                         d.enqueue.push(call_item(&run.id, &op.id, now, 0));
                     }
                     Opcode::Sleep => {
-                        let spec = op
-                            .opt_str("duration")
-                            .or(op.name.as_deref())
-                            .unwrap_or_default();
+                        let spec = op.opt_str("duration").or(op.name.as_deref()).unwrap_or_default();
                         match sleep_until(spec, now) {
                             Ok(at) => {
                                 d.add_pending(&op.id);
@@ -304,10 +267,7 @@ pub fn on_answer(
                         }
                     }
                     Opcode::RunComplete | Opcode::SyncRunComplete => {
-                        return d.finish(
-                            Finish::Completed(op.data.clone().unwrap_or(Value::Null)),
-                            now,
-                        );
+                        return d.finish(Finish::Completed(op.data.clone().unwrap_or(Value::Null)), now);
                     }
                     Opcode::DiscoveryRequest => {
                         d.enqueue.push(discovery_item(&run.id, now, 0));

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use sluice_protocol::call::{
-    error_is_retriable, normalize_error, CallContext, CallRequest, CallStack, ResponseKind,
-    DEFAULT_REQUEST_VERSION,
+    error_is_retriable, normalize_error, CallContext, CallRequest, CallStack, ResponseKind, DEFAULT_REQUEST_VERSION,
 };
 use sluice_protocol::opcode::parse_ops;
 use sluice_protocol::run::{RunStatus, RunTransition};
@@ -34,11 +33,7 @@ pub(crate) async fn run_worker(engine: Arc<Engine>) {
         if free > 0 {
             let now = engine.now();
             let lease_until = now + engine.config.call_timeout.as_millis() as i64 + 60_000;
-            match engine
-                .store
-                .claim_due(now, &engine.config.node_id, lease_until, free)
-                .await
-            {
+            match engine.store.claim_due(now, &engine.config.node_id, lease_until, free).await {
                 Ok(items) => {
                     claimed = items.len();
                     for item in items {
@@ -86,9 +81,7 @@ async fn process_item(engine: &Arc<Engine>, item: QueueItem) -> Result<(), Engin
         return drop_item(engine, &item).await;
     }
     match item.kind {
-        ItemKind::Wake => {
-            apply(engine, &item, |run, ctx| Some(transition::on_wake(run, &item, ctx))).await
-        }
+        ItemKind::Wake => apply(engine, &item, |run, ctx| Some(transition::on_wake(run, &item, ctx))).await,
         ItemKind::Call => call(engine, run, item).await,
     }
 }
@@ -96,11 +89,7 @@ async fn process_item(engine: &Arc<Engine>, item: QueueItem) -> Result<(), Engin
 async fn drop_item(engine: &Engine, item: &QueueItem) -> Result<(), EngineError> {
     engine
         .store
-        .commit(Commit {
-            run_id: item.run_id.clone(),
-            done_item: Some(item.id.clone()),
-            ..Default::default()
-        })
+        .commit(Commit { run_id: item.run_id.clone(), done_item: Some(item.id.clone()), ..Default::default() })
         .await?;
     Ok(())
 }
@@ -118,18 +107,9 @@ where
             // Cancelled (or otherwise ended) while the call was in flight: the answer is discarded.
             return drop_item(engine, item).await;
         }
-        let stored: HashSet<String> = engine
-            .store
-            .get_steps(&run.id)
-            .await?
-            .into_iter()
-            .map(|s| s.step_id)
-            .collect();
-        let ctx = TransitionContext {
-            now: engine.now(),
-            stored: &stored,
-            retry_interval: engine.config.retry_interval,
-        };
+        let stored: HashSet<String> = engine.store.get_steps(&run.id).await?.into_iter().map(|s| s.step_id).collect();
+        let ctx =
+            TransitionContext { now: engine.now(), stored: &stored, retry_interval: engine.config.retry_interval };
         let Some(mut decision) = decide(&run, &ctx) else {
             return Ok(());
         };
@@ -196,10 +176,7 @@ async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(
         Ok(resp) => {
             mark_reachable(engine, &run.app_id).await;
             let answer = classify(engine, &resp);
-            apply(engine, &item, |run, ctx| {
-                Some(transition::on_answer(run, &item, answer.clone(), ctx))
-            })
-            .await
+            apply(engine, &item, |run, ctx| Some(transition::on_answer(run, &item, answer.clone(), ctx))).await
         }
     }
 }
@@ -225,10 +202,7 @@ async fn call_request(engine: &Engine, run: &RunRecord, item: &QueueItem) -> Res
             max_attempts: run.state.max_attempts,
             disable_immediate_execution: run.state.force_step_plan,
             use_api: false,
-            stack: CallStack {
-                current: stack.len(),
-                stack,
-            },
+            stack: CallStack { current: stack.len(), stack },
             env: "dev".into(),
         },
     };
@@ -245,9 +219,7 @@ fn classify(engine: &Engine, resp: &SdkResponse) -> Answer {
     if let Err(e) = engine.client.verify_answer(resp) {
         return invalid(e);
     }
-    let retry_at = resp
-        .header("retry-after")
-        .and_then(|h| retry_after_at(h, engine.now()));
+    let retry_at = resp.header("retry-after").and_then(|h| retry_after_at(h, engine.now()));
     match ResponseKind::from_status(resp.status) {
         ResponseKind::Completed | ResponseKind::Ops if resp.header("x-inngest-sdk").is_none() => invalid(format!(
             "HTTP {} without an X-Inngest-Sdk header: the URL does not serve an Inngest SDK",
@@ -263,11 +235,7 @@ fn classify(engine: &Engine, resp: &SdkResponse) -> Answer {
             Answer::Completed(output)
         }
         ResponseKind::Ops => match parse_ops(&resp.body) {
-            Ok(ops) => Answer::Ops {
-                ops,
-                no_retry: resp.header("x-inngest-no-retry") == Some("true"),
-                retry_at,
-            },
+            Ok(ops) => Answer::Ops { ops, no_retry: resp.header("x-inngest-no-retry") == Some("true"), retry_at },
             Err(e) => invalid(e.to_string()),
         },
         ResponseKind::Error => {
@@ -292,7 +260,12 @@ async fn mark_reachable(engine: &Arc<Engine>, app_id: &str) {
 }
 
 /// The SDK did not answer. Retry soon without using an attempt; past the budget, park the app's runs.
-async fn on_unreachable(engine: &Arc<Engine>, run: &RunRecord, item: QueueItem, reason: String) -> Result<(), EngineError> {
+async fn on_unreachable(
+    engine: &Arc<Engine>,
+    run: &RunRecord,
+    item: QueueItem,
+    reason: String,
+) -> Result<(), EngineError> {
     let now = engine.now();
     let since = item.unreachable_since.unwrap_or(now);
     let failures = item.unreachable_count + 1;
@@ -307,7 +280,11 @@ async fn on_unreachable(engine: &Arc<Engine>, run: &RunRecord, item: QueueItem, 
         parked: over_budget,
         ..item.clone()
     };
-    let reason_text = format!("app {} unreachable since {}: {reason}", run.app_id, sluice_protocol::duration::format_rfc3339_ms(since));
+    let reason_text = format!(
+        "app {} unreachable since {}: {reason}",
+        run.app_id,
+        sluice_protocol::duration::format_rfc3339_ms(since)
+    );
     apply(engine, &item, |run, _ctx| {
         let mut updated = run.clone();
         if over_budget {
@@ -318,10 +295,7 @@ async fn on_unreachable(engine: &Arc<Engine>, run: &RunRecord, item: QueueItem, 
     })
     .await?;
     if over_budget {
-        engine
-            .store
-            .set_app_status(&run.app_id, AppStatus::Unreachable, Some(reason.clone()), now)
-            .await?;
+        engine.store.set_app_status(&run.app_id, AppStatus::Unreachable, Some(reason.clone()), now).await?;
         if let Some(mut app) = engine.registry.app(&run.app_id) {
             app.status = AppStatus::Unreachable;
             app.last_error = Some(reason);

@@ -45,9 +45,7 @@ pub struct Expression {
 
 impl std::fmt::Debug for Expression {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Expression")
-            .field("source", &self.source)
-            .finish()
+        f.debug_struct("Expression").field("source", &self.source).finish()
     }
 }
 
@@ -69,10 +67,7 @@ impl Expression {
             return Err(ExprError::TooDeep { depth });
         }
         let program = cel::Program::compile(source).map_err(|e| ExprError::Parse(e.to_string()))?;
-        Ok(Expression {
-            source: source.to_string(),
-            program,
-        })
+        Ok(Expression { source: source.to_string(), program })
     }
 
     pub fn source(&self) -> &str {
@@ -82,19 +77,12 @@ impl Expression {
     /// Evaluate to a JSON value.
     pub fn eval(&self, vars: &Vars<'_>) -> Result<Value, ExprError> {
         let mut ctx = cel::Context::default();
-        for (name, value) in [
-            ("event", vars.event),
-            ("async", vars.async_event),
-            ("vars", vars.vars),
-        ] {
+        for (name, value) in [("event", vars.event), ("async", vars.async_event), ("vars", vars.vars)] {
             let v = value.cloned().unwrap_or(Value::Object(Default::default()));
             let v = cel::to_value(v).map_err(|e| ExprError::Eval(e.to_string()))?;
             ctx.add_variable_from_value(name, v);
         }
-        let out = self
-            .program
-            .execute(&ctx)
-            .map_err(|e| ExprError::Eval(e.to_string()))?;
+        let out = self.program.execute(&ctx).map_err(|e| ExprError::Eval(e.to_string()))?;
         out.json().map_err(|e| ExprError::Eval(e.to_string()))
     }
 
@@ -146,10 +134,7 @@ impl ExprCache {
             return Ok(e.clone());
         }
         let compiled = Arc::new(Expression::compile(source)?);
-        self.inner
-            .lock()
-            .unwrap()
-            .insert(source.to_string(), compiled.clone());
+        self.inner.lock().unwrap().insert(source.to_string(), compiled.clone());
         Ok(compiled)
     }
 }

@@ -70,11 +70,7 @@ pub fn error_is_retriable(status: u16, no_retry_header: Option<&str>) -> bool {
 /// Normalise an SDK error body into `{name, message, stack?}` (the shape JS validates in onFailure).
 pub fn normalize_error(body: &Value, fallback_message: &str) -> Value {
     let mut out = Map::new();
-    let name = body
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("Error")
-        .to_string();
+    let name = body.get("name").and_then(Value::as_str).unwrap_or("Error").to_string();
     let message = body
         .get("message")
         .and_then(Value::as_str)
@@ -104,7 +100,8 @@ mod tests {
 
     #[test]
     fn error_bodies_are_normalised() {
-        let e = normalize_error(&json!({"name":"NonRetriableError","message":"m","stack":"s","__serialized":true}), "x");
+        let e =
+            normalize_error(&json!({"name":"NonRetriableError","message":"m","stack":"s","__serialized":true}), "x");
         assert_eq!(e, json!({"name":"NonRetriableError","message":"m","stack":"s"}));
         let e = normalize_error(&json!("text"), "status 500");
         assert_eq!(e, json!({"name":"Error","message":"status 500"}));

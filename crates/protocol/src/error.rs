@@ -13,11 +13,7 @@ pub enum ProtocolError {
     #[error("invalid function config for {function}: {reason}")]
     InvalidFunction { function: String, reason: String },
     #[error("invalid cron expression {cron:?} in {function}: {reason}")]
-    InvalidCron {
-        function: String,
-        cron: String,
-        reason: String,
-    },
+    InvalidCron { function: String, cron: String, reason: String },
     #[error("invalid duration {0:?}")]
     InvalidDuration(String),
     #[error("SDK response is not valid protocol: {0}")]

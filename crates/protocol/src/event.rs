@@ -35,15 +35,10 @@ impl Event {
     pub fn from_json(raw: Value, now_ms: i64, max_bytes: usize) -> Result<Event, ProtocolError> {
         let size = serde_json::to_vec(&raw).map(|v| v.len()).unwrap_or(0);
         if size > max_bytes {
-            return Err(ProtocolError::EventTooLarge {
-                size,
-                limit: max_bytes,
-            });
+            return Err(ProtocolError::EventTooLarge { size, limit: max_bytes });
         }
         let Value::Object(mut obj) = raw else {
-            return Err(ProtocolError::MalformedJson(
-                "an event must be a JSON object".into(),
-            ));
+            return Err(ProtocolError::MalformedJson("an event must be a JSON object".into()));
         };
         let name = match obj.remove("name") {
             Some(Value::String(s)) if !s.trim().is_empty() => s,
@@ -52,11 +47,7 @@ impl Event {
         let data = match obj.remove("data") {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v,
-            Some(_) => {
-                return Err(ProtocolError::MalformedJson(
-                    "event data must be an object".into(),
-                ))
-            }
+            Some(_) => return Err(ProtocolError::MalformedJson("event data must be an object".into())),
         };
         let id = match obj.remove("id") {
             Some(Value::String(s)) => s,
@@ -64,11 +55,9 @@ impl Event {
             Some(other) => other.to_string(),
         };
         let ts = match obj.remove("ts") {
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .or_else(|| n.as_f64().map(|f| f as i64))
-                .filter(|t| *t > 0)
-                .unwrap_or(now_ms),
+            Some(Value::Number(n)) => {
+                n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).filter(|t| *t > 0).unwrap_or(now_ms)
+            }
             _ => now_ms,
         };
         let user = match obj.remove("user") {
@@ -79,14 +68,7 @@ impl Event {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
-        Ok(Event {
-            name,
-            data,
-            id,
-            ts,
-            user,
-            v,
-        })
+        Ok(Event { name, data, id, ts, user, v })
     }
 
     /// The event as sent to an SDK: always with `user` and an integer `ts` (Python validates both),
@@ -95,21 +77,10 @@ impl Event {
         let mut obj = Map::new();
         obj.insert("name".into(), Value::String(self.name.clone()));
         obj.insert("data".into(), self.data.clone());
-        let id = if self.id.is_empty() {
-            internal_id
-        } else {
-            &self.id
-        };
+        let id = if self.id.is_empty() { internal_id } else { &self.id };
         obj.insert("id".into(), Value::String(id.to_string()));
         obj.insert("ts".into(), Value::from(self.ts));
-        obj.insert(
-            "user".into(),
-            if self.user.is_object() {
-                self.user.clone()
-            } else {
-                Value::Object(Map::new())
-            },
-        );
+        obj.insert("user".into(), if self.user.is_object() { self.user.clone() } else { Value::Object(Map::new()) });
         if let Some(v) = &self.v {
             obj.insert("v".into(), Value::String(v.clone()));
         }
@@ -119,14 +90,11 @@ impl Event {
 
 /// Parse a request body that is one event or an array of events.
 pub fn parse_event_batch(body: &[u8]) -> Result<Vec<Value>, ProtocolError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
     match value {
         Value::Array(items) => Ok(items),
         obj @ Value::Object(_) => Ok(vec![obj]),
-        _ => Err(ProtocolError::MalformedJson(
-            "expected an event object or an array of events".into(),
-        )),
+        _ => Err(ProtocolError::MalformedJson("expected an event object or an array of events".into())),
     }
 }
 
@@ -157,8 +125,7 @@ mod tests {
     fn rejects_bad_events_with_codes() {
         let err = Event::from_json(json!({"data":{}}), 1, 1024).unwrap_err();
         assert_eq!(err.code(), "SLUICE-1002");
-        let err = Event::from_json(json!({"name":"x","data":{"big":"x".repeat(100)}}), 1, 50)
-            .unwrap_err();
+        let err = Event::from_json(json!({"name":"x","data":{"big":"x".repeat(100)}}), 1, 50).unwrap_err();
         assert_eq!(err.code(), "SLUICE-1003");
         let err = Event::from_json(json!({"name":"x","data":[1]}), 1, 1024).unwrap_err();
         assert_eq!(err.code(), "SLUICE-1001");

@@ -38,8 +38,8 @@ pub struct RegisterRequest {
 
 impl RegisterRequest {
     pub fn parse(body: &[u8]) -> Result<RegisterRequest, ProtocolError> {
-        let req: RegisterRequest = serde_json::from_slice(body)
-            .map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
+        let req: RegisterRequest =
+            serde_json::from_slice(body).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
         req.validate()?;
         Ok(req)
     }
@@ -110,10 +110,7 @@ pub struct Retries {
 impl FunctionConfig {
     /// The URL Call Requests for this function go to.
     pub fn step_url(&self) -> Option<&str> {
-        self.steps
-            .get("step")
-            .or_else(|| self.steps.values().next())
-            .map(|s| s.runtime.url.as_str())
+        self.steps.get("step").or_else(|| self.steps.values().next()).map(|s| s.runtime.url.as_str())
     }
 
     /// Retries after the first attempt. JS omits `retries` when the user sets none.
@@ -135,10 +132,7 @@ impl FunctionConfig {
     }
 
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        let invalid = |reason: String| ProtocolError::InvalidFunction {
-            function: self.id.clone(),
-            reason,
-        };
+        let invalid = |reason: String| ProtocolError::InvalidFunction { function: self.id.clone(), reason };
         if self.id.trim().is_empty() {
             return Err(invalid("function id is empty".into()));
         }
@@ -149,9 +143,7 @@ impl FunctionConfig {
             match (&t.event, &t.cron) {
                 (Some(e), None) if !e.trim().is_empty() => {}
                 (None, Some(cron)) => validate_cron(&self.id, cron)?,
-                (Some(_), Some(_)) => {
-                    return Err(invalid("a trigger has both event and cron".into()))
-                }
+                (Some(_), Some(_)) => return Err(invalid("a trigger has both event and cron".into())),
                 _ => return Err(invalid("a trigger needs an event name or a cron".into())),
             }
         }
@@ -163,10 +155,7 @@ impl FunctionConfig {
         }
         if let Some(r) = self.steps.values().next().and_then(|s| s.retries.as_ref()) {
             if r.attempts > MAX_RETRIES {
-                return Err(invalid(format!(
-                    "retries {} is over the maximum of {MAX_RETRIES}",
-                    r.attempts
-                )));
+                return Err(invalid(format!("retries {} is over the maximum of {MAX_RETRIES}", r.attempts)));
             }
         }
         Ok(())
@@ -188,24 +177,15 @@ pub fn split_cron_tz(cron: &str) -> (Option<&str>, &str) {
 
 pub fn validate_cron(function: &str, cron: &str) -> Result<(), ProtocolError> {
     let (_tz, schedule) = split_cron_tz(cron);
-    let err = |reason: String| ProtocolError::InvalidCron {
-        function: function.into(),
-        cron: cron.into(),
-        reason,
-    };
+    let err = |reason: String| ProtocolError::InvalidCron { function: function.into(), cron: cron.into(), reason };
     if let Some(every) = schedule.strip_prefix("@every ") {
-        return crate::duration::parse_duration(every.trim())
-            .map(|_| ())
-            .map_err(|e| err(e.to_string()));
+        return crate::duration::parse_duration(every.trim()).map(|_| ()).map_err(|e| err(e.to_string()));
     }
     let fields = schedule.split_whitespace().count();
     if !schedule.starts_with('@') && fields != 5 && fields != 6 {
         return Err(err(format!("expected 5 fields, found {fields}")));
     }
-    schedule
-        .parse::<croner::Cron>()
-        .map(|_| ())
-        .map_err(|e| err(e.to_string()))
+    schedule.parse::<croner::Cron>().map(|_| ()).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]
@@ -247,14 +227,8 @@ mod tests {
 
     #[test]
     fn splits_time_zone_prefixes() {
-        assert_eq!(
-            split_cron_tz("TZ=Europe/Paris 0 9 * * *"),
-            (Some("Europe/Paris"), "0 9 * * *")
-        );
-        assert_eq!(
-            split_cron_tz("CRON_TZ=UTC @daily"),
-            (Some("UTC"), "@daily")
-        );
+        assert_eq!(split_cron_tz("TZ=Europe/Paris 0 9 * * *"), (Some("Europe/Paris"), "0 9 * * *"));
+        assert_eq!(split_cron_tz("CRON_TZ=UTC @daily"), (Some("UTC"), "@daily"));
         assert_eq!(split_cron_tz("0 9 * * *"), (None, "0 9 * * *"));
     }
 }

@@ -34,11 +34,7 @@ pub fn seeded_event_ids(seed: &str, count: usize) -> Option<Vec<ulid::Ulid>> {
         base = (base << 8) | b as u128;
     }
     let mask: u128 = (1u128 << 80) - 1;
-    Some(
-        (0..count)
-            .map(|i| ulid::Ulid::from_parts(millis, base.wrapping_add(i as u128) & mask))
-            .collect(),
-    )
+    Some((0..count).map(|i| ulid::Ulid::from_parts(millis, base.wrapping_add(i as u128) & mask)).collect())
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
@@ -56,14 +52,8 @@ mod tests {
 
     #[test]
     fn step_ids_match_observed_sdk_hashes() {
-        assert_eq!(
-            hashed_step_id("first-step"),
-            "efec2b2037910199abcc3c58998255afa3066709"
-        );
-        assert_eq!(
-            hashed_step_id("first-step:1"),
-            "6015258905142e5abe9c93663560ef0a25b94e16"
-        );
+        assert_eq!(hashed_step_id("first-step"), "efec2b2037910199abcc3c58998255afa3066709");
+        assert_eq!(hashed_step_id("first-step:1"), "6015258905142e5abe9c93663560ef0a25b94e16");
     }
 
     #[test]

@@ -83,10 +83,7 @@ impl GeneratorOp {
 
     /// The user-facing step name, for logs and the run view.
     pub fn label(&self) -> &str {
-        self.display_name
-            .as_deref()
-            .or(self.name.as_deref())
-            .unwrap_or(&self.id)
+        self.display_name.as_deref().or(self.name.as_deref()).unwrap_or(&self.id)
     }
 
     /// `parallelMode: "race"` asks for rediscovery after each planned step.
@@ -107,17 +104,14 @@ pub fn parse_ops(body: &[u8]) -> Result<Vec<GeneratorOp>, ProtocolError> {
         Value::Array(items) => items,
         obj @ Value::Object(_) => vec![obj],
         other => {
-            return Err(ProtocolError::InvalidSdkResponse(format!(
-                "206 body must be an array of opcodes, got {other}"
-            )))
+            return Err(ProtocolError::InvalidSdkResponse(format!("206 body must be an array of opcodes, got {other}")))
         }
     };
     items
         .into_iter()
         .map(|item| {
-            serde_json::from_value::<GeneratorOp>(item).map_err(|e| {
-                ProtocolError::InvalidSdkResponse(format!("opcode is malformed: {e}"))
-            })
+            serde_json::from_value::<GeneratorOp>(item)
+                .map_err(|e| ProtocolError::InvalidSdkResponse(format!("opcode is malformed: {e}")))
         })
         .collect()
 }

@@ -61,10 +61,7 @@ impl RunStatus {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
-        )
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
     }
 
     /// The one table of legal transitions. `None` means the transition is illegal from here.

@@ -32,8 +32,8 @@ fn key_material(signing_key: &str) -> &str {
 }
 
 fn hmac_hex(signing_key: &str, body: &[u8], ts: i64) -> String {
-    let mut mac = HmacSha256::new_from_slice(key_material(signing_key).as_bytes())
-        .expect("HMAC takes keys of any length");
+    let mut mac =
+        HmacSha256::new_from_slice(key_material(signing_key).as_bytes()).expect("HMAC takes keys of any length");
     mac.update(body);
     mac.update(ts.to_string().as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -46,12 +46,7 @@ pub fn sign(signing_key: &str, body: &[u8], ts: i64) -> String {
 
 /// Check a signature header over `body`. The body is tried as sent and, when it is JSON, in JCS
 /// form, because SDKs differ in which of the two they sign.
-pub fn verify(
-    signing_keys: &[String],
-    header: &str,
-    body: &[u8],
-    now_secs: i64,
-) -> Result<(), ProtocolError> {
+pub fn verify(signing_keys: &[String], header: &str, body: &[u8], now_secs: i64) -> Result<(), ProtocolError> {
     let mut ts = None;
     let mut sig = None;
     for part in header.split('&') {
@@ -62,18 +57,14 @@ pub fn verify(
         }
     }
     let (Some(ts), Some(sig)) = (ts, sig) else {
-        return Err(ProtocolError::InvalidSignature(
-            "header is not t=<secs>&s=<hex>".into(),
-        ));
+        return Err(ProtocolError::InvalidSignature("header is not t=<secs>&s=<hex>".into()));
     };
     if (now_secs - ts).abs() > SIGNATURE_WINDOW_SECS {
         return Err(ProtocolError::InvalidSignature(format!(
             "timestamp {ts} is outside the {SIGNATURE_WINDOW_SECS}s window"
         )));
     }
-    let canonical = serde_json::from_slice::<Value>(body)
-        .ok()
-        .map(|v| canonical_json(&v));
+    let canonical = serde_json::from_slice::<Value>(body).ok().map(|v| canonical_json(&v));
     for key in signing_keys {
         if constant_time_eq(hmac_hex(key, body, ts).as_bytes(), sig.as_bytes()) {
             return Ok(());
@@ -84,9 +75,7 @@ pub fn verify(
             }
         }
     }
-    Err(ProtocolError::InvalidSignature(
-        "signature does not match any signing key".into(),
-    ))
+    Err(ProtocolError::InvalidSignature("signature does not match any signing key".into()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -117,10 +106,7 @@ mod tests {
     fn sign_then_verify_round_trips_and_rejects_tampering() {
         let keys = vec!["signkey-test-12345678".to_string()];
         let body = canonical_json(&json!({"b":1,"a":[1,2,{"z":0,"y":"é"}]}));
-        assert_eq!(
-            String::from_utf8(body.clone()).unwrap(),
-            r#"{"a":[1,2,{"y":"é","z":0}],"b":1}"#
-        );
+        assert_eq!(String::from_utf8(body.clone()).unwrap(), r#"{"a":[1,2,{"y":"é","z":0}],"b":1}"#);
         let header = sign(&keys[0], &body, 1_700_000_000);
         assert!(verify(&keys, &header, &body, 1_700_000_010).is_ok());
         assert!(verify(&keys, &header, b"{\"a\":2}", 1_700_000_010).is_err());

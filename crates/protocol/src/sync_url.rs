@@ -29,11 +29,8 @@ pub fn strip_deploy_id(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         return raw.to_string();
     };
-    let kept: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(k, _)| k != "deployId")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let kept: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != "deployId").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     if kept.is_empty() {
         url.set_query(None);
     } else {
@@ -52,13 +49,7 @@ mod tests {
             normalize_app_url("http://127.0.0.1:80/api/inngest?deployId=abc&probe=trust"),
             "http://localhost/api/inngest"
         );
-        assert_eq!(
-            normalize_app_url("https://0.0.0.0:443/x?keep=1&deployId=z"),
-            "https://localhost/x?keep=1"
-        );
-        assert_eq!(
-            normalize_app_url("http://example.com:3000/api"),
-            "http://example.com:3000/api"
-        );
+        assert_eq!(normalize_app_url("https://0.0.0.0:443/x?keep=1&deployId=z"), "https://localhost/x?keep=1");
+        assert_eq!(normalize_app_url("http://example.com:3000/api"), "http://example.com:3000/api");
     }
 }

@@ -21,13 +21,7 @@ pub use sqlite::SqliteStore;
 pub trait Store: Send + Sync + 'static {
     /// Replace an app and its function set. Returns whether the config hash changed.
     async fn upsert_app(&self, app: AppRecord, functions: Vec<FunctionRecord>) -> Result<bool>;
-    async fn set_app_status(
-        &self,
-        app_id: &str,
-        status: AppStatus,
-        error: Option<String>,
-        now: i64,
-    ) -> Result<()>;
+    async fn set_app_status(&self, app_id: &str, status: AppStatus, error: Option<String>, now: i64) -> Result<()>;
     async fn list_apps(&self) -> Result<Vec<AppRecord>>;
     async fn list_functions(&self) -> Result<Vec<FunctionRecord>>;
 
@@ -44,13 +38,7 @@ pub trait Store: Send + Sync + 'static {
     async fn items_for_run(&self, run_id: &str) -> Result<Vec<QueueItem>>;
 
     /// Lease up to `limit` due, unparked, unleased items to `owner` until `lease_until`.
-    async fn claim_due(
-        &self,
-        now: i64,
-        owner: &str,
-        lease_until: i64,
-        limit: usize,
-    ) -> Result<Vec<QueueItem>>;
+    async fn claim_due(&self, now: i64, owner: &str, lease_until: i64, limit: usize) -> Result<Vec<QueueItem>>;
     /// When the next unparked item becomes due (leased items count at their lease expiry).
     async fn next_due_at(&self) -> Result<Option<i64>>;
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome>;

@@ -198,7 +198,9 @@ pub struct Commit {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommitOutcome {
-    Applied { duplicate_steps: Vec<String> },
+    Applied {
+        duplicate_steps: Vec<String>,
+    },
     /// The run changed since it was read; reload and recompute.
     Conflict,
 }

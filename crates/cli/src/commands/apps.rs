@@ -31,7 +31,7 @@ pub async fn run(args: AppsArgs) -> i32 {
                 if api.json {
                     println!("{}", success("apps list", apps, vec![action("sluice apps sync <url>", "Sync an app")]));
                 } else {
-                    println!("{:<24} {:<12} {:>9} {}", "APP", "STATUS", "FUNCTIONS", "URL");
+                    println!("{:<24} {:<12} {:>9} URL", "APP", "STATUS", "FUNCTIONS");
                     for a in apps.as_array().into_iter().flatten() {
                         println!(
                             "{:<24} {:<12} {:>9} {}",
@@ -50,9 +50,16 @@ pub async fn run(args: AppsArgs) -> i32 {
             match api.request(reqwest::Method::POST, "/v1/apps/sync", Some(json!({ "url": url }))).await {
                 Ok(v) => {
                     if api.json {
-                        println!("{}", success("apps sync", v["data"].clone(), vec![action("sluice apps list", "List apps")]));
+                        println!(
+                            "{}",
+                            success("apps sync", v["data"].clone(), vec![action("sluice apps list", "List apps")])
+                        );
                     } else {
-                        println!("{} synced ({} functions)", v["data"]["app_id"].as_str().unwrap_or(""), v["data"]["function_count"]);
+                        println!(
+                            "{} synced ({} functions)",
+                            v["data"]["app_id"].as_str().unwrap_or(""),
+                            v["data"]["function_count"]
+                        );
                     }
                     0
                 }

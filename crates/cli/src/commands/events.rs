@@ -39,7 +39,9 @@ pub async fn run(args: EventsArgs) -> i32 {
         EventsCommand::Send { name, data, id, event_key } => {
             let data: Value = match serde_json::from_str(&data) {
                 Ok(v) => v,
-                Err(e) => return report_error("events send", api.json, "SLUICE-1001", &format!("--data is not JSON: {e}")),
+                Err(e) => {
+                    return report_error("events send", api.json, "SLUICE-1001", &format!("--data is not JSON: {e}"))
+                }
             };
             let mut event = json!({ "name": name, "data": data });
             if let Some(id) = id {
@@ -73,11 +75,19 @@ pub async fn run(args: EventsArgs) -> i32 {
                     let mut result = event["data"].clone();
                     result["runs"] = runs["data"].clone();
                     if api.json {
-                        println!("{}", success("events show", result, vec![action("sluice runs show <run-id>", "Show a run")]));
+                        println!(
+                            "{}",
+                            success("events show", result, vec![action("sluice runs show <run-id>", "Show a run")])
+                        );
                     } else {
                         println!("{} {}", result["id"].as_str().unwrap_or(""), result["name"].as_str().unwrap_or(""));
                         for r in result["runs"].as_array().into_iter().flatten() {
-                            println!("  {} {} {}", r["run_id"].as_str().unwrap_or(""), r["status"].as_str().unwrap_or(""), r["function_id"].as_str().unwrap_or(""));
+                            println!(
+                                "  {} {} {}",
+                                r["run_id"].as_str().unwrap_or(""),
+                                r["status"].as_str().unwrap_or(""),
+                                r["function_id"].as_str().unwrap_or("")
+                            );
                         }
                     }
                     0

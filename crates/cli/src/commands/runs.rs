@@ -46,9 +46,16 @@ pub async fn run(args: RunsArgs) -> i32 {
                 Ok(v) => {
                     let runs = v["data"].clone();
                     if api.json {
-                        println!("{}", success("runs list", runs, vec![action("sluice runs show <run-id>", "Show one run and its steps")]));
+                        println!(
+                            "{}",
+                            success(
+                                "runs list",
+                                runs,
+                                vec![action("sluice runs show <run-id>", "Show one run and its steps")]
+                            )
+                        );
                     } else {
-                        println!("{:<28} {:<18} {:<40} {}", "RUN", "STATUS", "FUNCTION", "STARTED");
+                        println!("{:<28} {:<18} {:<40} STARTED", "RUN", "STATUS", "FUNCTION");
                         for r in runs.as_array().into_iter().flatten() {
                             println!(
                                 "{:<28} {:<18} {:<40} {}",
@@ -72,7 +79,14 @@ pub async fn run(args: RunsArgs) -> i32 {
                     let mut result = run["data"].clone();
                     result["steps"] = steps["data"].clone();
                     if api.json {
-                        println!("{}", success("runs show", result, vec![action(&format!("sluice runs cancel {run_id}"), "Cancel this run")]));
+                        println!(
+                            "{}",
+                            success(
+                                "runs show",
+                                result,
+                                vec![action(&format!("sluice runs cancel {run_id}"), "Cancel this run")]
+                            )
+                        );
                     } else {
                         print_run(&result);
                     }

@@ -39,11 +39,10 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
     if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ("SLUICE-2003", format!("{}: {e}", dir.display())))?;
     }
-    let lock = std::fs::File::create(&lock_path)
-        .map_err(|e| ("SLUICE-2003", format!("{}: {e}", lock_path.display())))?;
-    lock.try_lock().map_err(|_| {
-        ("SLUICE-2003", format!("{} is in use by another sluice process", settings.db_path.display()))
-    })?;
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| ("SLUICE-2003", format!("{}: {e}", lock_path.display())))?;
+    lock.try_lock()
+        .map_err(|_| ("SLUICE-2003", format!("{} is in use by another sluice process", settings.db_path.display())))?;
 
     let store = SqliteStore::open(&settings.db_path).map_err(|e| (e.code(), e.to_string()))?;
     let released = store.release_all_leases().await.map_err(|e| (e.code(), e.to_string()))?;
@@ -62,9 +61,8 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
         resync_interval: settings.poll_interval,
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store, engine_config, Arc::new(SystemClock))
-        .await
-        .map_err(|e| (e.code(), e.to_string()))?;
+    let engine =
+        Engine::new(store, engine_config, Arc::new(SystemClock)).await.map_err(|e| (e.code(), e.to_string()))?;
     for url in &settings.sdk_urls {
         engine.watch_url(url);
     }
@@ -86,17 +84,15 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
     };
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
         tracing::info!("shutting down: no new work is claimed; leased work resumes on the next start");
     };
-    sluice_api::serve(listener, engine, api_config, shutdown)
-        .await
-        .map_err(|e| ("SLUICE-5002", e.to_string()))?;
+    sluice_api::serve(listener, engine, api_config, shutdown).await.map_err(|e| ("SLUICE-5002", e.to_string()))?;
     for t in tasks {
         t.abort();
     }

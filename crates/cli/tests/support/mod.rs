@@ -111,11 +111,8 @@ impl Sluice {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("sluice.log"))
-            .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("sluice.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg(self.mode)
             .arg("--port")
@@ -181,11 +178,14 @@ impl Sluice {
     }
 
     /// POST raw bytes to the event API with a given key.
-    pub async fn post_events_raw(&self, key: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut r = http()
-            .post(format!("{}/e/{key}", self.url()))
-            .header("content-type", "application/json")
-            .body(body);
+    pub async fn post_events_raw(
+        &self,
+        key: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut r =
+            http().post(format!("{}/e/{key}", self.url())).header("content-type", "application/json").body(body);
         for (k, v) in headers {
             r = r.header(*k, *v);
         }
@@ -196,21 +196,15 @@ impl Sluice {
 
     /// Send one event; returns its id.
     pub async fn send(&self, name: &str, data: Value) -> String {
-        let (status, body) = self
-            .post_events_raw(&self.event_key.clone(), json!({"name": name, "data": data}).to_string(), &[])
-            .await;
+        let (status, body) =
+            self.post_events_raw(&self.event_key.clone(), json!({"name": name, "data": data}).to_string(), &[]).await;
         assert_eq!(status, 200, "send {name}: {body}");
         body["ids"][0].as_str().unwrap().to_string()
     }
 
     /// Ask sluice to sync an SDK URL (and keep re-syncing it while it is unreachable).
     pub async fn sync(&self, url: &str) -> Value {
-        let r = self
-            .req(reqwest::Method::POST, "/v1/apps/sync")
-            .json(&json!({ "url": url }))
-            .send()
-            .await
-            .unwrap();
+        let r = self.req(reqwest::Method::POST, "/v1/apps/sync").json(&json!({ "url": url })).send().await.unwrap();
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         assert_eq!(status, 200, "sync {url}: {body}\n{}", self.log());
@@ -314,13 +308,7 @@ impl Worker {
     }
 
     pub async fn start(kind: WorkerKind, env: Vec<(String, String)>) -> Worker {
-        let mut w = Worker {
-            child: None,
-            kind,
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            env,
-        };
+        let mut w = Worker { child: None, kind, port: free_port(), dir: tempfile::tempdir().unwrap(), env };
         w.spawn();
         w.wait_ready().await;
         w
@@ -328,11 +316,8 @@ impl Worker {
 
     fn spawn(&mut self) {
         let root = repo_root();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("worker.log"))
-            .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("worker.log")).unwrap();
         let mut cmd = match self.kind {
             WorkerKind::TypeScript => {
                 let dir = root.join("fixtures/ts-worker");
@@ -418,10 +403,7 @@ impl Worker {
 
     /// How many times step `step` of function `fn_id` ran for run `run_id`.
     pub fn count(&self, run_id: &str, fn_id: &str, step: &str) -> usize {
-        self.effects()
-            .iter()
-            .filter(|e| e["run"] == run_id && e["fn"] == fn_id && e["step"] == step)
-            .count()
+        self.effects().iter().filter(|e| e["run"] == run_id && e["fn"] == fn_id && e["step"] == step).count()
     }
 
     pub async fn wait_effect(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -10,10 +10,7 @@ fn run() -> RunRecord {
         event_id: "e".into(),
         event_ids: vec!["e".into()],
         status: RunStatus::Queued,
-        state: RunState {
-            max_attempts: 3,
-            ..Default::default()
-        },
+        state: RunState { max_attempts: 3, ..Default::default() },
         output: None,
         error: None,
         parked_reason: None,
@@ -30,19 +27,11 @@ fn op(kind: &str, id: &str) -> GeneratorOp {
 }
 
 fn ctx(stored: &HashSet<String>) -> TransitionContext<'_> {
-    TransitionContext {
-        now: 1_000,
-        stored,
-        retry_interval: Some(Duration::from_millis(10)),
-    }
+    TransitionContext { now: 1_000, stored, retry_interval: Some(Duration::from_millis(10)) }
 }
 
 fn ops(ops: Vec<GeneratorOp>) -> Answer {
-    Answer::Ops {
-        ops,
-        no_retry: false,
-        retry_at: None,
-    }
+    Answer::Ops { ops, no_retry: false, retry_at: None }
 }
 
 #[test]
@@ -61,12 +50,7 @@ fn a_step_run_is_stored_and_the_run_rediscovered() {
 fn parallel_plans_force_step_plan_and_rediscover_once_drained() {
     let stored = HashSet::new();
     let item = discovery_item("r", 0, 0);
-    let d = on_answer(
-        &run(),
-        &item,
-        ops(vec![op("StepPlanned", "p1"), op("StepPlanned", "p2")]),
-        &ctx(&stored),
-    );
+    let d = on_answer(&run(), &item, ops(vec![op("StepPlanned", "p1"), op("StepPlanned", "p2")]), &ctx(&stored));
     assert!(d.run.state.force_step_plan);
     assert_eq!(d.run.state.pending, vec!["p1", "p2"]);
     let ids: Vec<_> = d.enqueue.iter().map(|i| i.step_id.as_str()).collect();

@@ -27,22 +27,16 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
             }
         }
-        let conn = Connection::open(path).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=OFF;",
         )?;
-        let store = SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        };
+        let store = SqliteStore { conn: Arc::new(Mutex::new(conn)) };
         store.migrate()?;
         Ok(store)
     }
@@ -54,19 +48,12 @@ impl SqliteStore {
         )?;
         for (version, sql) in MIGRATIONS {
             let done: Option<i64> = conn
-                .query_row(
-                    "SELECT version FROM schema_migrations WHERE version = ?1",
-                    params![version],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT version FROM schema_migrations WHERE version = ?1", params![version], |r| r.get(0))
                 .optional()?;
             if done.is_none() {
                 let tx = conn.transaction()?;
                 tx.execute_batch(sql)?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
-                    params![version],
-                )?;
+                tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)", params![version])?;
                 tx.commit()?;
             }
         }
@@ -101,28 +88,15 @@ fn ingest_in(tx: &Transaction<'_>, items: &[IngestItem]) -> Result<Vec<IngestOut
                 )
                 .optional()?;
             if let Some(event_id) = existing {
-                out.push(IngestOutcome {
-                    event_id,
-                    duplicate: true,
-                    run_ids: vec![],
-                });
+                out.push(IngestOutcome { event_id, duplicate: true, run_ids: vec![] });
                 continue;
             }
         }
         // A seeded id seen before is an SDK retrying the same send.
-        let seen: Option<String> = tx
-            .query_row(
-                "SELECT id FROM events WHERE id = ?1",
-                params![item.record.id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let seen: Option<String> =
+            tx.query_row("SELECT id FROM events WHERE id = ?1", params![item.record.id], |r| r.get(0)).optional()?;
         if seen.is_some() {
-            out.push(IngestOutcome {
-                event_id: item.record.id.clone(),
-                duplicate: true,
-                run_ids: vec![],
-            });
+            out.push(IngestOutcome { event_id: item.record.id.clone(), duplicate: true, run_ids: vec![] });
             continue;
         }
         insert_event(tx, &item.record)?;
@@ -139,11 +113,7 @@ fn ingest_in(tx: &Transaction<'_>, items: &[IngestItem]) -> Result<Vec<IngestOut
             enqueue_item(tx, &new_run.first_item)?;
             run_ids.push(new_run.run.id.clone());
         }
-        out.push(IngestOutcome {
-            event_id: item.record.id.clone(),
-            duplicate: false,
-            run_ids,
-        });
+        out.push(IngestOutcome { event_id: item.record.id.clone(), duplicate: false, run_ids });
     }
     Ok(out)
 }
@@ -187,13 +157,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_app_status(
-        &self,
-        app_id: &str,
-        status: AppStatus,
-        error: Option<String>,
-        now: i64,
-    ) -> Result<()> {
+    async fn set_app_status(&self, app_id: &str, status: AppStatus, error: Option<String>, now: i64) -> Result<()> {
         let app_id = app_id.to_string();
         self.with_conn(move |conn| {
             conn.execute(
@@ -216,8 +180,7 @@ impl Store for SqliteStore {
 
     async fn list_functions(&self) -> Result<Vec<FunctionRecord>> {
         self.with_conn(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT id, app_id, name, config, updated_at FROM functions ORDER BY id")?;
+            let mut stmt = conn.prepare("SELECT id, app_id, name, config, updated_at FROM functions ORDER BY id")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -230,13 +193,7 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (id, app_id, name, config, updated_at) = row?;
-                out.push(FunctionRecord {
-                    id,
-                    app_id,
-                    name,
-                    config: serde_json::from_str(&config)?,
-                    updated_at,
-                });
+                out.push(FunctionRecord { id, app_id, name, config: serde_json::from_str(&config)?, updated_at });
             }
             Ok(out)
         })
@@ -256,13 +213,9 @@ impl Store for SqliteStore {
     async fn get_event(&self, id: &str) -> Result<Option<EventRecord>> {
         let id = id.to_string();
         self.with_conn(move |conn| {
-            conn.query_row(
-                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"),
-                params![id],
-                event_from_row,
-            )
-            .optional()?
-            .transpose()
+            conn.query_row(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"), params![id], event_from_row)
+                .optional()?
+                .transpose()
         })
         .await
     }
@@ -306,9 +259,7 @@ impl Store for SqliteStore {
     async fn runs_for_event(&self, event_id: &str) -> Result<Vec<RunRecord>> {
         let event_id = event_id.to_string();
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE event_id = ?1 ORDER BY id"
-            ))?;
+            let mut stmt = conn.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE event_id = ?1 ORDER BY id"))?;
             let rows = stmt.query_map(params![event_id], run_from_row)?;
             let mut out = Vec::new();
             for r in rows {
@@ -359,14 +310,7 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (run_id, step_id, seq, name, value, created_at) = row?;
-                out.push(StepRecord {
-                    run_id,
-                    step_id,
-                    seq,
-                    name,
-                    value: serde_json::from_str(&value)?,
-                    created_at,
-                });
+                out.push(StepRecord { run_id, step_id, seq, name, value: serde_json::from_str(&value)?, created_at });
             }
             Ok(out)
         })
@@ -376,9 +320,8 @@ impl Store for SqliteStore {
     async fn items_for_run(&self, run_id: &str) -> Result<Vec<QueueItem>> {
         let run_id = run_id.to_string();
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {ITEM_COLUMNS} FROM queue WHERE run_id = ?1 ORDER BY available_at"
-            ))?;
+            let mut stmt =
+                conn.prepare(&format!("SELECT {ITEM_COLUMNS} FROM queue WHERE run_id = ?1 ORDER BY available_at"))?;
             let rows = stmt.query_map(params![run_id], item_from_row)?;
             let mut out = Vec::new();
             for r in rows {
@@ -389,13 +332,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_due(
-        &self,
-        now: i64,
-        owner: &str,
-        lease_until: i64,
-        limit: usize,
-    ) -> Result<Vec<QueueItem>> {
+    async fn claim_due(&self, now: i64, owner: &str, lease_until: i64, limit: usize) -> Result<Vec<QueueItem>> {
         let owner = owner.to_string();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
@@ -542,12 +479,7 @@ impl Store for SqliteStore {
             let n = tx.execute(
                 "UPDATE runs SET status = ?2, parked_reason = NULL, updated_at = ?3, rev = rev + 1
                  WHERE app_id = ?1 AND status = ?4",
-                params![
-                    app_id,
-                    RunStatus::Running.as_str(),
-                    now,
-                    RunStatus::PausedUnreachable.as_str()
-                ],
+                params![app_id, RunStatus::Running.as_str(), now, RunStatus::PausedUnreachable.as_str()],
             )?;
             tx.commit()?;
             Ok(n as u64)
@@ -557,13 +489,9 @@ impl Store for SqliteStore {
 }
 
 fn get_run_in(conn: &Connection, id: &str) -> Result<Option<RunRecord>> {
-    conn.query_row(
-        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-        params![id],
-        run_from_row,
-    )
-    .optional()?
-    .transpose()
+    conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), params![id], run_from_row)
+        .optional()?
+        .transpose()
 }
 
 #[cfg(test)]

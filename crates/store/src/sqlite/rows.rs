@@ -33,19 +33,16 @@ pub fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Result<EventRecord>> {
     let body: String = r.get(1)?;
     let received_at: i64 = r.get(2)?;
     let source_run_id: Option<String> = r.get(3)?;
-    Ok(serde_json::from_str(&body)
-        .map_err(StoreError::from)
-        .map(|event| EventRecord {
-            id,
-            event,
-            received_at,
-            source_run_id,
-        }))
+    Ok(serde_json::from_str(&body).map_err(StoreError::from).map(|event| EventRecord {
+        id,
+        event,
+        received_at,
+        source_run_id,
+    }))
 }
 
 fn parse_json_opt(s: Option<String>) -> Result<Option<serde_json::Value>> {
-    s.map(|s| serde_json::from_str(&s).map_err(StoreError::from))
-        .transpose()
+    s.map(|s| serde_json::from_str(&s).map_err(StoreError::from)).transpose()
 }
 
 pub fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
@@ -80,9 +77,7 @@ pub fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
 pub fn item_from_row(r: &Row<'_>) -> rusqlite::Result<Result<QueueItem>> {
     let kind: String = r.get(2)?;
     let Some(kind) = ItemKind::parse(&kind) else {
-        return Ok(Err(StoreError::Corrupt(format!(
-            "unknown queue item kind {kind:?}"
-        ))));
+        return Ok(Err(StoreError::Corrupt(format!("unknown queue item kind {kind:?}"))));
     };
     Ok(Ok(QueueItem {
         id: r.get(0)?,
@@ -110,11 +105,7 @@ pub fn insert_event(tx: &Transaction<'_>, e: &EventRecord) -> Result<()> {
             serde_json::to_string(&e.event)?,
             e.event.ts,
             e.received_at,
-            if e.event.id.is_empty() {
-                None
-            } else {
-                Some(&e.event.id)
-            },
+            if e.event.id.is_empty() { None } else { Some(&e.event.id) },
             e.source_run_id
         ],
     )?;

@@ -26,10 +26,7 @@ fn run(id: &str, event_id: &str, now: i64) -> RunRecord {
         event_id: event_id.into(),
         event_ids: vec![event_id.into()],
         status: RunStatus::Queued,
-        state: RunState {
-            max_attempts: 5,
-            ..Default::default()
-        },
+        state: RunState { max_attempts: 5, ..Default::default() },
         output: None,
         error: None,
         parked_reason: None,
@@ -63,10 +60,7 @@ fn ingest_one(ev: &str, run_id: &str, key: Option<&str>, now: i64) -> IngestItem
         record: event(ev, now),
         dedup_key: key.map(str::to_string),
         dedup_until: now + 86_400_000,
-        runs: vec![NewRun {
-            run: run(run_id, ev, now),
-            first_item: item(&format!("q-{run_id}"), run_id, now),
-        }],
+        runs: vec![NewRun { run: run(run_id, ev, now), first_item: item(&format!("q-{run_id}"), run_id, now) }],
     }
 }
 
@@ -79,22 +73,13 @@ fn open() -> (tempfile::TempDir, SqliteStore) {
 #[tokio::test]
 async fn ingest_is_durable_and_deduplicates_client_ids() {
     let (dir, store) = open();
-    let out = store
-        .ingest(vec![ingest_one("e1", "r1", Some("k"), 1_000)])
-        .await
-        .unwrap();
+    let out = store.ingest(vec![ingest_one("e1", "r1", Some("k"), 1_000)]).await.unwrap();
     assert_eq!(out[0].run_ids, vec!["r1".to_string()]);
-    let dup = store
-        .ingest(vec![ingest_one("e2", "r2", Some("k"), 2_000)])
-        .await
-        .unwrap();
+    let dup = store.ingest(vec![ingest_one("e2", "r2", Some("k"), 2_000)]).await.unwrap();
     assert!(dup[0].duplicate);
     assert_eq!(dup[0].event_id, "e1");
     // Same seeded id again: nothing new.
-    let again = store
-        .ingest(vec![ingest_one("e1", "r3", None, 3_000)])
-        .await
-        .unwrap();
+    let again = store.ingest(vec![ingest_one("e1", "r3", None, 3_000)]).await.unwrap();
     assert!(again[0].duplicate);
     drop(store);
 
@@ -143,10 +128,7 @@ async fn commits_compare_and_set_on_rev_and_keep_the_first_step_result() {
         enqueue: vec![item("q2", "r1", 2_000)],
         ..Default::default()
     };
-    assert_eq!(
-        store.commit(commit.clone()).await.unwrap(),
-        CommitOutcome::Applied { duplicate_steps: vec![] }
-    );
+    assert_eq!(store.commit(commit.clone()).await.unwrap(), CommitOutcome::Applied { duplicate_steps: vec![] });
     // Same rev again: the run moved on, so this is a conflict and nothing is written.
     assert_eq!(store.commit(commit).await.unwrap(), CommitOutcome::Conflict);
     let stored = store.get_run("r1").await.unwrap().unwrap();
@@ -159,10 +141,7 @@ async fn commits_compare_and_set_on_rev_and_keep_the_first_step_result() {
         steps: vec![step(2)],
         ..Default::default()
     };
-    assert_eq!(
-        store.commit(late).await.unwrap(),
-        CommitOutcome::Applied { duplicate_steps: vec!["s1".into()] }
-    );
+    assert_eq!(store.commit(late).await.unwrap(), CommitOutcome::Applied { duplicate_steps: vec!["s1".into()] });
     let steps = store.get_steps("r1").await.unwrap();
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].value, json!({"data": 1}));
