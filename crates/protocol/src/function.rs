@@ -232,3 +232,35 @@ mod tests {
         assert_eq!(split_cron_tz("0 9 * * *"), (None, "0 9 * * *"));
     }
 }
+
+/// Conformance: the register bodies captured from the real SDKs (fixtures/*/register-sample.json).
+#[cfg(test)]
+mod sdk_samples {
+    use super::*;
+
+    #[test]
+    fn the_js_sdk_register_body_parses() {
+        let body = include_bytes!("../../../fixtures/ts-worker/register-sample.json");
+        let req = RegisterRequest::parse(body).unwrap();
+        assert_eq!(req.app_name, "ts-app");
+        assert_eq!(req.deploy_type.as_deref(), Some("ping"));
+        let failure = req.functions.iter().find(|f| f.id == "ts-app-with-failure-failure").unwrap();
+        assert_eq!(failure.triggers[0].event.as_deref(), Some("inngest/function.failed"));
+        assert_eq!(failure.triggers[0].expression.as_deref(), Some("event.data.function_id == 'ts-app-with-failure'"));
+        let retry = req.functions.iter().find(|f| f.id == "ts-app-retry-then-succeed").unwrap();
+        assert_eq!(retry.retries(), 3);
+        // JS omits `retries` when the user sets none: the server default applies.
+        let hello = req.functions.iter().find(|f| f.id == "ts-app-hello").unwrap();
+        assert_eq!(hello.retries(), DEFAULT_RETRIES);
+        assert!(hello.step_url().unwrap().contains("fnId=ts-app-hello&stepId=step"));
+    }
+
+    #[test]
+    fn the_python_sdk_register_body_parses_with_its_spellings() {
+        let body = include_bytes!("../../../fixtures/py-worker/register-sample.json");
+        let req = RegisterRequest::parse(body).unwrap();
+        assert_eq!(req.app_name, "py-app");
+        assert_eq!(req.deploy_type.as_deref(), Some("ping"));
+        assert!(req.functions.iter().any(|f| f.id == "py-app-py-steps"));
+    }
+}
