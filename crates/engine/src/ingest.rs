@@ -5,6 +5,7 @@ use sluice_protocol::event::{names, Event};
 use sluice_protocol::run::RunStatus;
 use sluice_store::{EventRecord, IngestItem, NewRun, RunRecord, RunState};
 
+use crate::admission;
 use crate::registry::Registry;
 use crate::transition::{discovery_item, Finish};
 
@@ -21,13 +22,22 @@ pub fn ingest_item(
 ) -> IngestItem {
     let event_id = id.to_string();
     let sdk_event = event.to_sdk_json(&event_id);
-    let runs = registry
-        .matching(&event.name, &sdk_event)
+    let targets = if event.name == names::FUNCTION_INVOKED {
+        // An invocation names its target; triggers do not matter.
+        event.data["_inngest"]["fn_id"].as_str().and_then(|id| registry.function(id)).into_iter().collect()
+    } else {
+        registry.matching(&event.name, &sdk_event)
+    };
+    let runs = targets
         .into_iter()
         .map(|f| {
             let run_id = ulid::Ulid::new().to_string();
+            let config = f.config();
             NewRun {
                 first_item: discovery_item(&run_id, now, 0),
+                pauses: admission::cancel_pauses(config, &run_id, &sdk_event, now),
+                guards: admission::guards(registry.exprs(), config, &sdk_event, now),
+                extra_items: admission::start_timeout_item(config, &run_id, now).into_iter().collect(),
                 run: RunRecord {
                     id: run_id,
                     function_id: f.record.id.clone(),
@@ -35,7 +45,11 @@ pub fn ingest_item(
                     event_id: event_id.clone(),
                     event_ids: vec![event_id.clone()],
                     status: RunStatus::Queued,
-                    state: RunState { max_attempts: f.config().max_attempts(), ..Default::default() },
+                    state: RunState {
+                        max_attempts: config.max_attempts(),
+                        finish_timeout_ms: admission::finish_timeout_ms(config),
+                        ..Default::default()
+                    },
                     output: None,
                     error: None,
                     parked_reason: None,
@@ -90,6 +104,10 @@ pub fn finish_events(
     };
     let mut finished = base.clone();
     finished["_inngest"] = json!({ "status": status });
+    // An invoked run's end resumes its caller, which waits on this correlation id.
+    if let Some(correlation) = first.pointer("/data/_inngest/correlation_id").and_then(Value::as_str) {
+        finished["correlation_id"] = json!(correlation);
+    }
     let mut out = vec![emitted(registry, names::FUNCTION_FINISHED, finished, ulid::Ulid::new(), now, &run.id)];
     match outcome {
         FinishOutcome::Finished(Finish::Failed(_)) => {

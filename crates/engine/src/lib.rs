@@ -10,10 +10,12 @@
 //!  sync: PUT the app URL ─▶ SDK registers (or answers in-band) ─▶ registry + store
 //! ```
 
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod ingest;
+mod pauses;
 pub mod registry;
 pub mod retry;
 pub mod sdk_client;
@@ -109,14 +111,38 @@ impl Engine {
         let ids = id_seed
             .and_then(|seed| seeded_event_ids(seed, events.len()))
             .unwrap_or_else(|| (0..events.len()).map(|_| new_ulid_at(now as u64)).collect());
-        let items =
+        let items: Vec<_> =
             events.into_iter().zip(ids).map(|(event, id)| ingest_item(&self.registry, event, id, now, None)).collect();
+        self.cancel_replaced_singletons(&items).await?;
         let outcomes = self.store.ingest(items).await?;
         self.notify_work();
         Ok(IngestResult {
             ids: outcomes.iter().map(|o| o.event_id.clone()).collect(),
             run_ids: outcomes.into_iter().map(|o| o.run_ids).collect(),
         })
+    }
+
+    /// `singleton: {mode: "cancel"}`: a new run replaces the active one with the same key, which is
+    /// cancelled (emitting its cancel events) before the new run takes the key.
+    async fn cancel_replaced_singletons(&self, items: &[sluice_store::IngestItem]) -> Result<(), EngineError> {
+        for item in items {
+            let event = item.record.event.to_sdk_json(&item.record.id);
+            for new_run in &item.runs {
+                let Some(f) = self.registry.function(&new_run.run.function_id) else { continue };
+                let Some((key, admission::SingletonMode::Cancel)) =
+                    admission::singleton(self.registry.exprs(), f.config(), &event)
+                else {
+                    continue;
+                };
+                if let Some(holder) = self.store.guard_holder(&key, self.now()).await? {
+                    match self.cancel_run(&holder).await {
+                        Ok(()) | Err(EngineError::RunEnded(_)) | Err(EngineError::RunNotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Cancel a run: it makes no further calls, and `function.finished` / `function.cancelled` are emitted.

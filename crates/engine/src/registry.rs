@@ -48,6 +48,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The shared compiled-expression cache (trigger, cancel, key expressions).
+    pub fn exprs(&self) -> &ExprCache {
+        &self.exprs
+    }
+
     /// Compile a function's triggers. A hostile or broken expression rejects the whole sync.
     pub fn compile(&self, record: FunctionRecord) -> Result<RegisteredFunction, EngineError> {
         let mut triggers = Vec::new();

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_protocol::call::normalize_error;
-use sluice_protocol::duration::sleep_until;
+use sluice_protocol::duration::{parse_duration, sleep_until, MAX_DURATION_MS};
+use sluice_protocol::event::{names, Event};
 use sluice_protocol::opcode::{GeneratorOp, Opcode};
-use sluice_protocol::run::RunTransition;
-use sluice_store::{ItemKind, QueueItem, RunRecord, StepRecord};
+use sluice_protocol::run::{RunStatus, RunTransition};
+use sluice_store::{ItemKind, PauseKind, PauseRecord, QueueItem, RunRecord, StepRecord};
 
+use crate::admission::run_timeout_item;
 use crate::error::run_codes;
 use crate::retry::step_backoff;
 
@@ -39,6 +41,10 @@ pub struct Decision {
     pub steps: Vec<StepRecord>,
     pub enqueue: Vec<QueueItem>,
     pub finish: Option<Finish>,
+    /// Pauses to create (waitForEvent, invoke).
+    pub new_pauses: Vec<PauseRecord>,
+    /// Events the run emits (an invoke's `inngest/function.invoked`).
+    pub emit: Vec<Event>,
 }
 
 pub struct TransitionContext<'a> {
@@ -46,6 +52,36 @@ pub struct TransitionContext<'a> {
     /// Step ids already memoized for this run.
     pub stored: &'a HashSet<String>,
     pub retry_interval: Option<Duration>,
+    /// The run's trigger event as the SDK sees it (the `event` of pause expressions).
+    pub trigger_event: &'a Value,
+    /// Whether a function id is registered (invoke targets).
+    pub function_exists: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+/// The pause id of a step: deterministic, so re-planning a wait never creates a second pause.
+pub fn pause_id(run_id: &str, step_id: &str) -> String {
+    format!("{run_id}:p:{step_id}")
+}
+
+pub fn pause_timeout_item(run_id: &str, pause_id: &str, at: i64, now: i64) -> QueueItem {
+    QueueItem {
+        id: format!("{pause_id}:timeout"),
+        kind: ItemKind::PauseTimeout,
+        step_id: pause_id.to_string(),
+        created_at: now,
+        ..call_item(run_id, pause_id, at, 0)
+    }
+}
+
+/// The value a pause resolves its step with when it times out.
+pub fn pause_timeout_value(kind: PauseKind) -> Value {
+    match kind {
+        PauseKind::Invoke => json!({"error": {
+            "name": "InngestInvokeTimeoutError",
+            "message": "Timed out waiting for invoked function to complete"
+        }}),
+        _ => Value::Null,
+    }
 }
 
 pub fn discovery_item(run_id: &str, now: i64, attempt: u32) -> QueueItem {
@@ -105,10 +141,16 @@ impl Decision {
         if run.started_at.is_none() {
             run.started_at = Some(now);
         }
+        let mut enqueue = vec![];
+        if run.status == RunStatus::Queued {
+            if let Some(ms) = run.state.finish_timeout_ms {
+                enqueue.push(run_timeout_item(&run.id, "finish", now + ms, now));
+            }
+        }
         if let Some(next) = run.status.apply(RunTransition::Start) {
             run.status = next;
         }
-        Decision { run, steps: vec![], enqueue: vec![], finish: None }
+        Decision { run, steps: vec![], enqueue, finish: None, new_pauses: vec![], emit: vec![] }
     }
 
     fn finish(mut self, finish: Finish, now: i64) -> Decision {
@@ -124,6 +166,8 @@ impl Decision {
         self.run.ended_at = Some(now);
         self.run.parked_reason = None;
         self.enqueue.clear();
+        self.new_pauses.clear();
+        self.emit.clear();
         self.finish = Some(finish);
         self
     }
@@ -150,6 +194,14 @@ impl Decision {
             self.run.state.pending.push(step_id.to_string());
         }
     }
+}
+
+/// A pause resolved (matching event, child finished, or its timeout): memoize `value` and move on.
+pub fn on_pause_resolved(run: &RunRecord, step_id: &str, value: Value, ctx: &TransitionContext<'_>) -> Decision {
+    let mut d = Decision::new(run, ctx.now);
+    d.steps.push(step_record(run, step_id, None, value, ctx.now));
+    d.step_settled(step_id, ctx.now);
+    d
 }
 
 /// A durable sleep fired: memoize `null` and move on.
@@ -266,6 +318,22 @@ pub fn on_answer(run: &RunRecord, item: &QueueItem, answer: Answer, ctx: &Transi
                             }
                         }
                     }
+                    Opcode::WaitForEvent => {
+                        if ctx.stored.contains(&op.id) {
+                            continue;
+                        }
+                        if let Err(e) = plan_wait(&mut d, op, ctx) {
+                            return d.fail(sluice_error(run_codes::INVALID_SDK_RESPONSE, e), now);
+                        }
+                    }
+                    Opcode::InvokeFunction => {
+                        if ctx.stored.contains(&op.id) {
+                            continue;
+                        }
+                        if let Err(e) = plan_invoke(&mut d, op, ctx) {
+                            return d.fail(sluice_error(run_codes::INVALID_SDK_RESPONSE, e), now);
+                        }
+                    }
                     Opcode::RunComplete | Opcode::SyncRunComplete => {
                         return d.finish(Finish::Completed(op.data.clone().unwrap_or(Value::Null)), now);
                     }
@@ -287,6 +355,99 @@ pub fn on_answer(run: &RunRecord, item: &QueueItem, answer: Answer, ctx: &Transi
             d
         }
     }
+}
+
+fn timeout_ms(op: &GeneratorOp, default: i64) -> Result<i64, String> {
+    match op.opt_str("timeout").map(str::trim) {
+        None => Ok(default),
+        // An empty timeout means "expire immediately" (Inngest).
+        Some("") => Ok(0),
+        Some(t) => parse_duration(t).map_err(|e| format!("step {:?}: {e}", op.label())),
+    }
+}
+
+/// `step.waitForEvent`: a pause on the event name (from `opts.event`, or `name` as JS sends it),
+/// with the `if` expression, resolved by a matching event or `null` at the timeout.
+fn plan_wait(d: &mut Decision, op: &GeneratorOp, ctx: &TransitionContext<'_>) -> Result<(), String> {
+    let event_name = op.opt_str("event").or(op.name.as_deref()).unwrap_or_default().to_string();
+    if event_name.is_empty() {
+        return Err(format!("waitForEvent {:?} names no event", op.label()));
+    }
+    let expires_at = ctx.now + timeout_ms(op, 0)?;
+    let id = pause_id(&d.run.id, &op.id);
+    d.add_pending(&op.id);
+    d.enqueue.push(pause_timeout_item(&d.run.id, &id, expires_at, ctx.now));
+    d.new_pauses.push(PauseRecord {
+        id,
+        run_id: d.run.id.clone(),
+        kind: PauseKind::WaitForEvent,
+        step_id: Some(op.id.clone()),
+        event_name,
+        expression: op.opt_str("if").filter(|s| !s.trim().is_empty()).map(str::to_string),
+        match_key: None,
+        trigger_event: ctx.trigger_event.clone(),
+        expires_at,
+        created_at: ctx.now,
+    });
+    Ok(())
+}
+
+/// `step.invoke`: emit `inngest/function.invoked` for the target and wait for its
+/// `inngest/function.finished` carrying our correlation id. An unknown target resolves at once
+/// with an error, so the caller resumes instead of waiting a year.
+fn plan_invoke(d: &mut Decision, op: &GeneratorOp, ctx: &TransitionContext<'_>) -> Result<(), String> {
+    let opts = op.opts.clone().unwrap_or(Value::Null);
+    let target = opts["function_id"].as_str().unwrap_or_default().to_string();
+    if target.is_empty() || !(ctx.function_exists)(&target) {
+        let error =
+            json!({"error": {"name": "Error", "message": format!("could not find function {target:?} to invoke")}});
+        d.steps.push(step_record(&d.run, &op.id, Some(op.label()), error, ctx.now));
+        d.step_settled(&op.id, ctx.now);
+        return Ok(());
+    }
+    let expires_at = ctx.now + timeout_ms(op, MAX_DURATION_MS)?;
+    let correlation_id = format!("{}.{}", d.run.id, op.id);
+    let payload = &opts["payload"];
+    let mut data = match &payload["data"] {
+        Value::Object(m) => m.clone(),
+        _ => Default::default(),
+    };
+    data.insert(
+        "_inngest".into(),
+        json!({
+            "fn_id": target,
+            "correlation_id": correlation_id,
+            "source_app_id": d.run.app_id,
+            "source_fn_id": d.run.function_id,
+            "source_run_id": d.run.id,
+            "expire": expires_at,
+            "name": names::FUNCTION_INVOKED,
+        }),
+    );
+    d.emit.push(Event {
+        name: names::FUNCTION_INVOKED.into(),
+        data: Value::Object(data),
+        id: String::new(),
+        ts: ctx.now,
+        user: if payload["user"].is_object() { payload["user"].clone() } else { json!({}) },
+        v: payload["v"].as_str().map(str::to_string),
+    });
+    let id = pause_id(&d.run.id, &op.id);
+    d.add_pending(&op.id);
+    d.enqueue.push(pause_timeout_item(&d.run.id, &id, expires_at, ctx.now));
+    d.new_pauses.push(PauseRecord {
+        id,
+        run_id: d.run.id.clone(),
+        kind: PauseKind::Invoke,
+        step_id: Some(op.id.clone()),
+        event_name: names::FUNCTION_FINISHED.into(),
+        expression: None,
+        match_key: Some(correlation_id),
+        trigger_event: ctx.trigger_event.clone(),
+        expires_at,
+        created_at: ctx.now,
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -74,6 +74,9 @@ pub(crate) async fn run_worker(engine: Arc<Engine>) {
 }
 
 async fn process_item(engine: &Arc<Engine>, item: QueueItem) -> Result<(), EngineError> {
+    if item.kind == ItemKind::MatchPauses {
+        return crate::pauses::match_event(engine, &item).await;
+    }
     let Some(run) = engine.store.get_run(&item.run_id).await? else {
         return drop_item(engine, &item).await;
     };
@@ -81,12 +84,19 @@ async fn process_item(engine: &Arc<Engine>, item: QueueItem) -> Result<(), Engin
         return drop_item(engine, &item).await;
     }
     match item.kind {
-        ItemKind::Wake => apply(engine, &item, |run, ctx| Some(transition::on_wake(run, &item, ctx))).await,
+        ItemKind::Wake => {
+            apply(engine, &item.run_id, Some(&item.id), None, |run, ctx| Some(transition::on_wake(run, &item, ctx)))
+                .await
+                .map(drop)
+        }
         ItemKind::Call => call(engine, run, item).await,
+        ItemKind::PauseTimeout => crate::pauses::time_out(engine, &item).await,
+        ItemKind::RunTimeout => crate::pauses::run_timeout(engine, &run, &item).await,
+        ItemKind::MatchPauses => Ok(()),
     }
 }
 
-async fn drop_item(engine: &Engine, item: &QueueItem) -> Result<(), EngineError> {
+pub(crate) async fn drop_item(engine: &Engine, item: &QueueItem) -> Result<(), EngineError> {
     engine
         .store
         .commit(Commit { run_id: item.run_id.clone(), done_item: Some(item.id.clone()), ..Default::default() })
@@ -94,24 +104,53 @@ async fn drop_item(engine: &Engine, item: &QueueItem) -> Result<(), EngineError>
     Ok(())
 }
 
+async fn drop_item_id(engine: &Engine, run_id: &str, item_id: Option<&str>) -> Result<(), EngineError> {
+    if let Some(id) = item_id {
+        engine
+            .store
+            .commit(Commit { run_id: run_id.to_string(), done_item: Some(id.to_string()), ..Default::default() })
+            .await?;
+    }
+    Ok(())
+}
+
 /// Compute a decision against the latest run and commit it; on a concurrent change, recompute.
-async fn apply<F>(engine: &Arc<Engine>, item: &QueueItem, decide: F) -> Result<(), EngineError>
+/// `done_item` is deleted by the commit; `consume_pause` must still exist (else nothing happens).
+/// Returns whether a decision was applied.
+pub(crate) async fn apply<F>(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    done_item: Option<&str>,
+    consume_pause: Option<&str>,
+    decide: F,
+) -> Result<bool, EngineError>
 where
     F: Fn(&RunRecord, &TransitionContext<'_>) -> Option<Decision>,
 {
     loop {
-        let Some(run) = engine.store.get_run(&item.run_id).await? else {
-            return drop_item(engine, item).await;
+        let Some(run) = engine.store.get_run(run_id).await? else {
+            drop_item_id(engine, run_id, done_item).await?;
+            return Ok(false);
         };
         if run.status.is_terminal() {
             // Cancelled (or otherwise ended) while the call was in flight: the answer is discarded.
-            return drop_item(engine, item).await;
+            drop_item_id(engine, run_id, done_item).await?;
+            return Ok(false);
         }
         let stored: HashSet<String> = engine.store.get_steps(&run.id).await?.into_iter().map(|s| s.step_id).collect();
-        let ctx =
-            TransitionContext { now: engine.now(), stored: &stored, retry_interval: engine.config.retry_interval };
+        let events = engine.trigger_events(&run).await?;
+        let trigger_event = events.first().cloned().unwrap_or(Value::Null);
+        let registry = engine.registry.clone();
+        let function_exists = move |id: &str| registry.function(id).is_some();
+        let ctx = TransitionContext {
+            now: engine.now(),
+            stored: &stored,
+            retry_interval: engine.config.retry_interval,
+            trigger_event: &trigger_event,
+            function_exists: &function_exists,
+        };
         let Some(mut decision) = decide(&run, &ctx) else {
-            return Ok(());
+            return Ok(false);
         };
         if decision.run.status == RunStatus::PausedUnreachable {
             for i in &mut decision.enqueue {
@@ -120,28 +159,33 @@ where
                 }
             }
         }
-        let emit = match &decision.finish {
-            Some(finish) => {
-                let events = engine.trigger_events(&decision.run).await?;
-                finish_events(
-                    &engine.registry,
-                    &decision.run,
-                    &events,
-                    &FinishOutcome::Finished(finish.clone()),
-                    ctx.now,
-                )
-            }
-            None => vec![],
-        };
+        let mut emit: Vec<_> = decision
+            .emit
+            .drain(..)
+            .map(|event| {
+                crate::ingest::ingest_item(&engine.registry, event, ulid::Ulid::new(), ctx.now, Some(run.id.clone()))
+            })
+            .collect();
+        if let Some(finish) = &decision.finish {
+            emit.extend(finish_events(
+                &engine.registry,
+                &decision.run,
+                &events,
+                &FinishOutcome::Finished(finish.clone()),
+                ctx.now,
+            ));
+        }
         let commit = Commit {
             run_id: run.id.clone(),
             expected_rev: run.rev,
             clear_items: decision.finish.is_some(),
             run: Some(decision.run),
             steps: decision.steps,
-            done_item: Some(item.id.clone()),
+            done_item: done_item.map(str::to_string),
             enqueue: decision.enqueue,
             emit,
+            new_pauses: decision.new_pauses,
+            consume_pause: consume_pause.map(str::to_string),
         };
         match engine.store.commit(commit).await? {
             CommitOutcome::Applied { duplicate_steps } => {
@@ -149,9 +193,18 @@ where
                     tracing::warn!(run = %run.id, steps = ?duplicate_steps, "step results arrived for steps already stored; the first result was kept");
                 }
                 engine.notify_work();
-                return Ok(());
+                return Ok(true);
             }
-            CommitOutcome::Conflict => continue,
+            CommitOutcome::Conflict => {
+                if let Some(pause) = consume_pause {
+                    if engine.store.get_pause(pause).await?.is_none() {
+                        // Someone else resolved the pause first (a match racing its timeout).
+                        drop_item_id(engine, run_id, done_item).await?;
+                        return Ok(false);
+                    }
+                }
+                continue;
+            }
         }
     }
 }
@@ -160,11 +213,12 @@ async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(
     let Some(function) = engine.registry.function(&run.function_id) else {
         let error = json!({"name": "SluiceError", "code": run_codes::FUNCTION_REMOVED,
             "message": format!("function {} is no longer registered by its app", run.function_id)});
-        return apply(engine, &item, |run, ctx| {
+        return apply(engine, &run.id, Some(&item.id), None, |run, ctx| {
             let answer = Answer::Error { error: error.clone(), retriable: false, retry_at: None };
             Some(transition::on_answer(run, &item, answer, ctx))
         })
-        .await;
+        .await
+        .map(drop);
     };
     let Some(base_url) = function.config().step_url() else {
         return Ok(());
@@ -176,7 +230,11 @@ async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(
         Ok(resp) => {
             mark_reachable(engine, &run.app_id).await;
             let answer = classify(engine, &resp);
-            apply(engine, &item, |run, ctx| Some(transition::on_answer(run, &item, answer.clone(), ctx))).await
+            apply(engine, &run.id, Some(&item.id), None, |run, ctx| {
+                Some(transition::on_answer(run, &item, answer.clone(), ctx))
+            })
+            .await
+            .map(drop)
         }
     }
 }
@@ -285,13 +343,20 @@ async fn on_unreachable(
         run.app_id,
         sluice_protocol::duration::format_rfc3339_ms(since)
     );
-    apply(engine, &item, |run, _ctx| {
+    apply(engine, &run.id, Some(&item.id), None, |run, _ctx| {
         let mut updated = run.clone();
         if over_budget {
             updated.status = run.status.apply(RunTransition::Park).unwrap_or(run.status);
             updated.parked_reason = Some(reason_text.clone());
         }
-        Some(Decision { run: updated, steps: vec![], enqueue: vec![retry.clone()], finish: None })
+        Some(Decision {
+            run: updated,
+            steps: vec![],
+            enqueue: vec![retry.clone()],
+            finish: None,
+            new_pauses: vec![],
+            emit: vec![],
+        })
     })
     .await?;
     if over_budget {

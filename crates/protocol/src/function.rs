@@ -175,17 +175,9 @@ pub fn split_cron_tz(cron: &str) -> (Option<&str>, &str) {
     (None, trimmed)
 }
 
+/// A cron trigger is valid when it parses as Inngest parses it (robfig/cron v3, see `crate::cron`).
 pub fn validate_cron(function: &str, cron: &str) -> Result<(), ProtocolError> {
-    let (_tz, schedule) = split_cron_tz(cron);
-    let err = |reason: String| ProtocolError::InvalidCron { function: function.into(), cron: cron.into(), reason };
-    if let Some(every) = schedule.strip_prefix("@every ") {
-        return crate::duration::parse_duration(every.trim()).map(|_| ()).map_err(|e| err(e.to_string()));
-    }
-    let fields = schedule.split_whitespace().count();
-    if !schedule.starts_with('@') && fields != 5 && fields != 6 {
-        return Err(err(format!("expected 5 fields, found {fields}")));
-    }
-    schedule.parse::<croner::Cron>().map(|_| ()).map_err(|e| err(e.to_string()))
+    crate::cron::CronSchedule::parse_for(function, cron).map(|_| ())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! Nothing in this crate does I/O; it is shared by the store, the engine and the API.
 
 pub mod call;
+pub mod cron;
 pub mod duration;
 pub mod error;
 pub mod event;

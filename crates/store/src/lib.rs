@@ -2,18 +2,22 @@
 //!
 //! ```text
 //!   engine / api ──▶ dyn Store ──▶ SqliteStore (default, WAL, one writer)
-//!                              └─▶ (PostgreSQL: same trait, same schema)
+//!                              └─▶ PostgresStore (same schema; several nodes, one database)
 //! ```
 //! The trait speaks in domain records only; no SQL type leaks out. Every method that changes a run
 //! does so in one transaction, so a `kill -9` leaves either the old state or the new one.
 
+#[cfg(test)]
+mod conformance;
 pub mod error;
+pub mod postgres;
 pub mod records;
 pub mod sqlite;
 
 use async_trait::async_trait;
 
 pub use error::{Result, StoreError};
+pub use postgres::{PgOptions, PostgresStore};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -42,6 +46,14 @@ pub trait Store: Send + Sync + 'static {
     /// When the next unparked item becomes due (leased items count at their lease expiry).
     async fn next_due_at(&self) -> Result<Option<i64>>;
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome>;
+
+    async fn get_pause(&self, id: &str) -> Result<Option<PauseRecord>>;
+    /// Pauses waiting for events of this name.
+    async fn pauses_for_event(&self, event_name: &str) -> Result<Vec<PauseRecord>>;
+    async fn pauses_for_run(&self, run_id: &str) -> Result<Vec<PauseRecord>>;
+
+    /// The run holding a guard key, if it is held and not expired.
+    async fn guard_holder(&self, key: &str, now: i64) -> Result<Option<String>>;
 
     /// Drop every lease (single-node start-up: no other process can hold one).
     async fn release_all_leases(&self) -> Result<u64>;

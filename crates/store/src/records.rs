@@ -75,6 +75,9 @@ pub struct RunState {
     /// The pending group is a `parallelMode: race`: rediscover after each step.
     pub race: bool,
     pub max_attempts: u32,
+    /// `timeouts.finish`: the run is cancelled this long after it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +117,13 @@ pub enum ItemKind {
     Call,
     /// A durable sleep timer: when due, the step is stored as `null` and the run rediscovered.
     Wake,
+    /// A pause's deadline (`step_id` holds the pause id): when due and the pause still exists,
+    /// it resolves with its timeout value.
+    PauseTimeout,
+    /// Match a newly stored event against pauses (`run_id` holds the event id).
+    MatchPauses,
+    /// The run's `timeouts.start` / `timeouts.finish` deadline (`step_id` says which).
+    RunTimeout,
 }
 
 impl ItemKind {
@@ -121,15 +131,78 @@ impl ItemKind {
         match self {
             ItemKind::Call => "call",
             ItemKind::Wake => "wake",
+            ItemKind::PauseTimeout => "pause_timeout",
+            ItemKind::MatchPauses => "match_pauses",
+            ItemKind::RunTimeout => "run_timeout",
         }
     }
     pub fn parse(s: &str) -> Option<ItemKind> {
         match s {
             "call" => Some(ItemKind::Call),
             "wake" => Some(ItemKind::Wake),
+            "pause_timeout" => Some(ItemKind::PauseTimeout),
+            "match_pauses" => Some(ItemKind::MatchPauses),
+            "run_timeout" => Some(ItemKind::RunTimeout),
             _ => None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PauseKind {
+    /// `step.waitForEvent`: resolves with the matching event, or `null` at its timeout.
+    WaitForEvent,
+    /// `step.invoke`: resolves with the child's result, or an `InngestInvokeTimeoutError`.
+    Invoke,
+    /// `cancelOn`: a matching event cancels the run.
+    CancelOn,
+}
+
+impl PauseKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PauseKind::WaitForEvent => "wait",
+            PauseKind::Invoke => "invoke",
+            PauseKind::CancelOn => "cancel",
+        }
+    }
+    pub fn parse(s: &str) -> Option<PauseKind> {
+        match s {
+            "wait" => Some(PauseKind::WaitForEvent),
+            "invoke" => Some(PauseKind::Invoke),
+            "cancel" => Some(PauseKind::CancelOn),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    pub id: String,
+    pub run_id: String,
+    pub kind: PauseKind,
+    /// The step the pause resolves (wait / invoke); none for cancelOn.
+    pub step_id: Option<String>,
+    pub event_name: String,
+    /// CEL over `event` (the run's trigger event) and `async` (the candidate event).
+    pub expression: Option<String>,
+    /// Exact-match shortcut: invoke waits for `data.correlation_id` equal to this.
+    pub match_key: Option<String>,
+    /// The run's trigger event as the SDK sees it (the `event` variable).
+    pub trigger_event: Value,
+    pub expires_at: i64,
+    pub created_at: i64,
+}
+
+/// Keys a new run must acquire to be admitted (idempotency, singleton, rate limit): the first of
+/// `keys` that is free (unheld, or held past its expiry) is taken. None free: the run is skipped.
+/// A rate limit of N per period is N slot keys each held for the period after use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunGuard {
+    pub keys: Vec<String>,
+    pub expires_at: i64,
+    /// Released when the run ends (singleton) rather than only at expiry (idempotency).
+    pub release_on_end: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +229,12 @@ pub struct QueueItem {
 pub struct NewRun {
     pub run: RunRecord,
     pub first_item: QueueItem,
+    /// Pauses created with the run (cancelOn).
+    pub pauses: Vec<PauseRecord>,
+    /// Keys the run must acquire to be created.
+    pub guards: Vec<RunGuard>,
+    /// Other items created with the run (timeouts).
+    pub extra_items: Vec<QueueItem>,
 }
 
 /// One event to ingest, with the runs it triggers (computed by the engine before the write).
@@ -174,6 +253,8 @@ pub struct IngestOutcome {
     pub event_id: String,
     pub duplicate: bool,
     pub run_ids: Vec<String>,
+    /// Runs not created because a guard key was held (idempotency, singleton skip).
+    pub skipped_runs: Vec<String>,
 }
 
 /// An atomic change to one run: everything in it is written, or nothing.
@@ -190,10 +271,14 @@ pub struct Commit {
     pub done_item: Option<String>,
     /// Queue items to create; an id already queued is left as it is.
     pub enqueue: Vec<QueueItem>,
-    /// Drop every queue item of the run (terminal states).
+    /// Drop every queue item, pause and end-released guard of the run (terminal states).
     pub clear_items: bool,
     /// Events the commit emits (finish / failure), with the runs they trigger.
     pub emit: Vec<IngestItem>,
+    /// Pauses to create.
+    pub new_pauses: Vec<PauseRecord>,
+    /// A pause this commit resolves: it must still exist (else the commit is a `Conflict`), and is deleted.
+    pub consume_pause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

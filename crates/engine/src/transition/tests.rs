@@ -26,8 +26,16 @@ fn op(kind: &str, id: &str) -> GeneratorOp {
     serde_json::from_value(json!({"op": kind, "id": id, "name": id, "data": id})).unwrap()
 }
 
+static TRIGGER: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!({"name": "t", "data": {}}));
+
 fn ctx(stored: &HashSet<String>) -> TransitionContext<'_> {
-    TransitionContext { now: 1_000, stored, retry_interval: Some(Duration::from_millis(10)) }
+    TransitionContext {
+        now: 1_000,
+        stored,
+        retry_interval: Some(Duration::from_millis(10)),
+        trigger_event: &TRIGGER,
+        function_exists: &|id| id == "app-child",
+    }
 }
 
 fn ops(ops: Vec<GeneratorOp>) -> Answer {
@@ -129,6 +137,50 @@ fn sleeps_become_durable_timers_and_waking_memoizes_null() {
     let woke = on_wake(&d.run, &d.enqueue[0], &ctx(&stored));
     assert_eq!(woke.steps[0].value, Value::Null);
     assert_eq!(woke.enqueue[0].step_id, "step");
+}
+
+#[test]
+fn wait_for_event_creates_a_pause_with_a_timeout_and_resolves_into_the_step() {
+    let stored = HashSet::new();
+    let item = discovery_item("r", 0, 0);
+    let op: GeneratorOp = serde_json::from_value(json!({"op": "WaitForEvent", "id": "w", "name": "app/approved",
+        "opts": {"timeout": "1h", "if": "event.data.id == async.data.id"}}))
+    .unwrap();
+    let d = on_answer(&run(), &item, ops(vec![op]), &ctx(&stored));
+    assert_eq!(d.new_pauses.len(), 1);
+    let p = &d.new_pauses[0];
+    assert_eq!(p.event_name, "app/approved");
+    assert_eq!(p.expires_at, 1_000 + 3_600_000);
+    assert_eq!(p.kind, PauseKind::WaitForEvent);
+    assert_eq!(d.enqueue[0].kind, ItemKind::PauseTimeout);
+    assert_eq!(d.run.state.pending, vec!["w"]);
+    let resolved = on_pause_resolved(&d.run, "w", json!({"name": "app/approved"}), &ctx(&stored));
+    assert_eq!(resolved.steps[0].value["name"], "app/approved");
+    assert_eq!(resolved.enqueue[0].step_id, "step");
+}
+
+#[test]
+fn invoke_emits_the_invocation_and_unknown_targets_resolve_with_an_error() {
+    let stored = HashSet::new();
+    let item = discovery_item("r", 0, 0);
+    let op: GeneratorOp = serde_json::from_value(json!({"op": "InvokeFunction", "id": "i",
+        "opts": {"function_id": "app-child", "payload": {"data": {"n": 21}}, "timeout": "5m"}}))
+    .unwrap();
+    let d = on_answer(&run(), &item, ops(vec![op]), &ctx(&stored));
+    assert_eq!(d.emit[0].name, "inngest/function.invoked");
+    assert_eq!(d.emit[0].data["n"], 21);
+    assert_eq!(d.emit[0].data["_inngest"]["fn_id"], "app-child");
+    assert_eq!(d.emit[0].data["_inngest"]["correlation_id"], "r.i");
+    assert_eq!(d.new_pauses[0].match_key.as_deref(), Some("r.i"));
+    assert_eq!(d.new_pauses[0].expires_at, 1_000 + 300_000);
+
+    let missing: GeneratorOp = serde_json::from_value(json!({"op": "InvokeFunction", "id": "i",
+        "opts": {"function_id": "app-nope", "payload": {"data": {}}}}))
+    .unwrap();
+    let d = on_answer(&run(), &item, ops(vec![missing]), &ctx(&stored));
+    assert!(d.new_pauses.is_empty());
+    assert!(d.steps[0].value["error"]["message"].as_str().unwrap().contains("app-nope"));
+    assert_eq!(pause_timeout_value(PauseKind::Invoke)["error"]["name"], "InngestInvokeTimeoutError");
 }
 
 #[test]

@@ -16,7 +16,10 @@ use rows::*;
 use sluice_protocol::run::RunStatus;
 
 /// Versioned migrations, applied in order once each.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_pauses_and_guards.sql")),
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -75,6 +78,54 @@ impl SqliteStore {
     }
 }
 
+/// The queue item that matches a stored event against waiting pauses.
+pub fn match_pauses_item(event_id: &str, now: i64) -> QueueItem {
+    QueueItem {
+        id: format!("{event_id}:m"),
+        run_id: event_id.to_string(),
+        kind: ItemKind::MatchPauses,
+        step_id: String::new(),
+        attempt: 0,
+        available_at: now,
+        lease_owner: None,
+        lease_expires_at: None,
+        unreachable_count: 0,
+        unreachable_since: None,
+        parked: false,
+        created_at: now,
+    }
+}
+
+/// Take one free key of every guard for a new run, or none at all.
+fn acquire_guards(tx: &Transaction<'_>, run_id: &str, guards: &[RunGuard], now: i64) -> Result<bool> {
+    let mut chosen = Vec::with_capacity(guards.len());
+    for g in guards {
+        let mut free = None;
+        for key in &g.keys {
+            let held: Option<i64> = tx
+                .query_row("SELECT expires_at FROM run_guards WHERE key = ?1", params![key], |r| r.get(0))
+                .optional()?;
+            if held.is_none_or(|until| until <= now) {
+                free = Some(key);
+                break;
+            }
+        }
+        match free {
+            Some(key) => chosen.push((key, g)),
+            None => return Ok(false),
+        }
+    }
+    for (key, g) in chosen {
+        tx.execute(
+            "INSERT INTO run_guards (key, run_id, expires_at, release_on_end) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at,
+               release_on_end = excluded.release_on_end",
+            params![key, run_id, g.expires_at, g.release_on_end as i64],
+        )?;
+    }
+    Ok(true)
+}
+
 fn ingest_in(tx: &Transaction<'_>, items: &[IngestItem]) -> Result<Vec<IngestOutcome>> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -88,7 +139,7 @@ fn ingest_in(tx: &Transaction<'_>, items: &[IngestItem]) -> Result<Vec<IngestOut
                 )
                 .optional()?;
             if let Some(event_id) = existing {
-                out.push(IngestOutcome { event_id, duplicate: true, run_ids: vec![] });
+                out.push(IngestOutcome { event_id, duplicate: true, run_ids: vec![], skipped_runs: vec![] });
                 continue;
             }
         }
@@ -96,7 +147,12 @@ fn ingest_in(tx: &Transaction<'_>, items: &[IngestItem]) -> Result<Vec<IngestOut
         let seen: Option<String> =
             tx.query_row("SELECT id FROM events WHERE id = ?1", params![item.record.id], |r| r.get(0)).optional()?;
         if seen.is_some() {
-            out.push(IngestOutcome { event_id: item.record.id.clone(), duplicate: true, run_ids: vec![] });
+            out.push(IngestOutcome {
+                event_id: item.record.id.clone(),
+                duplicate: true,
+                run_ids: vec![],
+                skipped_runs: vec![],
+            });
             continue;
         }
         insert_event(tx, &item.record)?;
@@ -107,13 +163,32 @@ fn ingest_in(tx: &Transaction<'_>, items: &[IngestItem]) -> Result<Vec<IngestOut
                 params![key, item.record.id, item.dedup_until],
             )?;
         }
+        let waiting: Option<i64> = tx
+            .query_row("SELECT 1 FROM pauses WHERE event_name = ?1 LIMIT 1", params![item.record.event.name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if waiting.is_some() {
+            enqueue_item(tx, &match_pauses_item(&item.record.id, now))?;
+        }
         let mut run_ids = Vec::new();
+        let mut skipped_runs = Vec::new();
         for new_run in &item.runs {
+            if !acquire_guards(tx, &new_run.run.id, &new_run.guards, now)? {
+                skipped_runs.push(new_run.run.id.clone());
+                continue;
+            }
             insert_run(tx, &new_run.run)?;
             enqueue_item(tx, &new_run.first_item)?;
+            for extra in &new_run.extra_items {
+                enqueue_item(tx, extra)?;
+            }
+            for pause in &new_run.pauses {
+                insert_pause(tx, pause)?;
+            }
             run_ids.push(new_run.run.id.clone());
         }
-        out.push(IngestOutcome { event_id: item.record.id.clone(), duplicate: false, run_ids });
+        out.push(IngestOutcome { event_id: item.record.id.clone(), duplicate: false, run_ids, skipped_runs });
     }
     Ok(out)
 }
@@ -374,6 +449,11 @@ impl Store for SqliteStore {
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
+            if let Some(pause) = &commit.consume_pause {
+                if tx.execute("DELETE FROM pauses WHERE id = ?1", params![pause])? == 0 {
+                    return Ok(CommitOutcome::Conflict);
+                }
+            }
             if let Some(run) = &commit.run {
                 let changed = tx.execute(
                     "UPDATE runs SET status = ?3, state = ?4, output = ?5, error = ?6, parked_reason = ?7,
@@ -415,6 +495,11 @@ impl Store for SqliteStore {
             }
             if commit.clear_items {
                 tx.execute("DELETE FROM queue WHERE run_id = ?1", params![commit.run_id])?;
+                tx.execute("DELETE FROM pauses WHERE run_id = ?1", params![commit.run_id])?;
+                tx.execute("DELETE FROM run_guards WHERE run_id = ?1 AND release_on_end = 1", params![commit.run_id])?;
+            }
+            for pause in &commit.new_pauses {
+                insert_pause(&tx, pause)?;
             }
             if let Some(item) = &commit.done_item {
                 tx.execute("DELETE FROM queue WHERE id = ?1", params![item])?;
@@ -425,6 +510,59 @@ impl Store for SqliteStore {
             ingest_in(&tx, &commit.emit)?;
             tx.commit()?;
             Ok(CommitOutcome::Applied { duplicate_steps })
+        })
+        .await
+    }
+
+    async fn get_pause(&self, id: &str) -> Result<Option<PauseRecord>> {
+        let id = id.to_string();
+        self.with_conn(move |conn| {
+            conn.query_row(&format!("SELECT {PAUSE_COLUMNS} FROM pauses WHERE id = ?1"), params![id], pause_from_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn pauses_for_event(&self, event_name: &str) -> Result<Vec<PauseRecord>> {
+        let name = event_name.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt =
+                conn.prepare(&format!("SELECT {PAUSE_COLUMNS} FROM pauses WHERE event_name = ?1 ORDER BY created_at"))?;
+            let rows = stmt.query_map(params![name], pause_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn pauses_for_run(&self, run_id: &str) -> Result<Vec<PauseRecord>> {
+        let run_id = run_id.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt =
+                conn.prepare(&format!("SELECT {PAUSE_COLUMNS} FROM pauses WHERE run_id = ?1 ORDER BY created_at"))?;
+            let rows = stmt.query_map(params![run_id], pause_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn guard_holder(&self, key: &str, now: i64) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.with_conn(move |conn| {
+            let v = conn
+                .query_row("SELECT run_id FROM run_guards WHERE key = ?1 AND expires_at > ?2", params![key, now], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(v)
         })
         .await
     }

@@ -11,6 +11,53 @@ pub const EVENT_COLUMNS: &str = "id, body, received_at, source_run_id";
 pub const RUN_COLUMNS: &str = "id, function_id, app_id, event_id, event_ids, status, state, output, error, parked_reason, created_at, started_at, ended_at, updated_at, rev";
 pub const ITEM_COLUMNS: &str = "id, run_id, kind, step_id, attempt, available_at, lease_owner, lease_expires_at, unreachable_count, unreachable_since, parked, created_at";
 
+pub const PAUSE_COLUMNS: &str =
+    "id, run_id, kind, step_id, event_name, expression, match_key, trigger_event, expires_at, created_at";
+
+pub fn pause_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PauseRecord>> {
+    let kind: String = r.get(2)?;
+    let trigger: String = r.get(7)?;
+    let Some(kind) = PauseKind::parse(&kind) else {
+        return Ok(Err(StoreError::Corrupt(format!("unknown pause kind {kind:?}"))));
+    };
+    let trigger_event = match serde_json::from_str(&trigger) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    Ok(Ok(PauseRecord {
+        id: r.get(0)?,
+        run_id: r.get(1)?,
+        kind,
+        step_id: r.get(3)?,
+        event_name: r.get(4)?,
+        expression: r.get(5)?,
+        match_key: r.get(6)?,
+        trigger_event,
+        expires_at: r.get(8)?,
+        created_at: r.get(9)?,
+    }))
+}
+
+pub fn insert_pause(tx: &Transaction<'_>, p: &PauseRecord) -> Result<()> {
+    tx.execute(
+        "INSERT INTO pauses (id, run_id, kind, step_id, event_name, expression, match_key, trigger_event, expires_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING",
+        params![
+            p.id,
+            p.run_id,
+            p.kind.as_str(),
+            p.step_id,
+            p.event_name,
+            p.expression,
+            p.match_key,
+            p.trigger_event.to_string(),
+            p.expires_at,
+            p.created_at
+        ],
+    )?;
+    Ok(())
+}
+
 pub fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
     Ok(AppRecord {
         id: r.get(0)?,
