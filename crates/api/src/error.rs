@@ -40,7 +40,8 @@ impl From<EngineError> for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             EngineError::Protocol(_) | EngineError::Expression { .. } => StatusCode::BAD_REQUEST,
-            EngineError::RunNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::RunNotFound(_) | EngineError::DeploymentNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::IllegalDeploymentMove { .. } => StatusCode::CONFLICT,
             EngineError::RunEnded(_) => StatusCode::CONFLICT,
             EngineError::Unreachable { .. } | EngineError::SyncFailed { .. } => StatusCode::BAD_GATEWAY,
             EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -10,6 +10,7 @@
 //! | `/v1/events…`, `/v1/runs…`, `/v1/apps…` | inspection, cancel, sync |
 
 mod auth;
+mod deployments;
 mod error;
 mod events;
 mod inspect;
@@ -63,6 +64,13 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         .route("/v1/runs/{id}/steps", get(inspect::run_steps))
         .route("/v1/apps", get(inspect::list_apps))
         .route("/v1/apps/sync", post(register::sync_app))
+        .route("/v1/apps/{id}/routing", axum::routing::put(deployments::set_routing))
+        .route("/v1/deployments", get(deployments::list))
+        .route("/v1/deployments/{id}", get(deployments::get))
+        .route("/v1/deployments/{id}/activate", post(deployments::activate))
+        .route("/v1/deployments/{id}/status", post(deployments::set_status))
+        .route("/v1/deployments/{id}/probe", post(deployments::probe))
+        .route("/v1/stats", get(deployments::stats))
         // Bodies are read with our own limit so oversize requests get a coded JSON error.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

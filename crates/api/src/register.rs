@@ -32,15 +32,26 @@ pub async fn register(State(state): State<AppState>, request: Request) -> Result
 #[derive(serde::Deserialize)]
 pub struct SyncBody {
     url: String,
+    /// `false`: sync as a staged deployment that is not current until activated (`sluice deploy`).
+    #[serde(default = "yes")]
+    activate: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub async fn sync_app(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
     check_bearer(&state.config, request.headers())?;
     let body = read_body(&state.config, request.into_body()).await?;
-    let SyncBody { url } = serde_json::from_slice(&body).map_err(|e| {
+    let SyncBody { url, activate } = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(axum::http::StatusCode::BAD_REQUEST, "SLUICE-1001", format!("malformed JSON: {e}"))
     })?;
-    state.engine.watch_url(&url);
-    let reply = sluice_engine::sync::sync_url(&state.engine, &url).await?;
+    let reply = if activate {
+        state.engine.watch_url(&url);
+        sluice_engine::sync::sync_url(&state.engine, &url).await?
+    } else {
+        state.engine.sync_staged(&url).await?
+    };
     Ok(Json(json!({ "data": reply })))
 }

@@ -45,6 +45,10 @@ pub struct ServerArgs {
     /// How long an app may be unreachable before its runs are parked (default 5m).
     #[arg(long, env = "SLUICE_UNREACHABLE_BUDGET")]
     pub unreachable_budget: Option<String>,
+    /// How long a run's pinned, no longer current deployment may fail to answer before the run
+    /// moves to the current deployment (default 30s).
+    #[arg(long, env = "SLUICE_FAILOVER_GRACE")]
+    pub failover_grace: Option<String>,
     /// Deadline of one call to an SDK (default 30m).
     #[arg(long, env = "SLUICE_CALL_TIMEOUT")]
     pub call_timeout: Option<String>,
@@ -78,6 +82,7 @@ pub struct FileSettings {
     pub retry_interval: Option<String>,
     pub unreachable_budget: Option<String>,
     pub call_timeout: Option<String>,
+    pub failover_grace: Option<String>,
     pub poll_interval: Option<String>,
     pub max_event_bytes: Option<usize>,
     pub max_request_bytes: Option<usize>,
@@ -96,6 +101,7 @@ pub struct Settings {
     pub retry_interval: Option<Duration>,
     pub unreachable_budget: Duration,
     pub call_timeout: Duration,
+    pub failover_grace: Duration,
     pub poll_interval: Duration,
     pub max_event_bytes: usize,
     pub max_request_bytes: usize,
@@ -173,6 +179,11 @@ impl Settings {
                 Duration::from_secs(300),
             )?,
             call_timeout: duration("call_timeout", args.call_timeout.or(file.call_timeout), Duration::from_secs(1800))?,
+            failover_grace: duration(
+                "failover_grace",
+                args.failover_grace.or(file.failover_grace),
+                Duration::from_secs(30),
+            )?,
             poll_interval: duration(
                 "poll_interval",
                 args.poll_interval.or(file.poll_interval),

@@ -14,17 +14,18 @@ const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 const UNTIL_RUN_ENDS: i64 = i64::MAX / 2;
 
 /// Evaluate a key expression to its string form. A missing key expression is the empty key
-/// (one bucket for the whole function); one that fails to evaluate is `None` (Inngest then
-/// does not apply the limit to that event).
+/// (one bucket for the whole function).
 pub fn eval_key(exprs: &ExprCache, source: Option<&str>, event: &Value) -> Option<String> {
     let Some(source) = source.filter(|s| !s.trim().is_empty()) else {
         return Some(String::new());
     };
-    let expr = exprs.get(source).ok()?;
-    match expr.eval(&Vars { event: Some(event), ..Default::default() }).ok()? {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        other => Some(other.to_string()),
+    match exprs.get(source) {
+        // A key that is not valid CEL or does not evaluate (the workload has bare `x-post` keys)
+        // still limits: its source text becomes one shared bucket, as Inngest shares one too.
+        Ok(expr) => {
+            expr.eval_key(&Vars { event: Some(event), ..Default::default() }).or_else(|| Some(source.to_string()))
+        }
+        Err(_) => Some(source.to_string()),
     }
 }
 

@@ -10,6 +10,9 @@ pub struct EngineConfig {
     pub sync_timeout: Duration,
     /// How long an app may fail to answer before its runs are parked as `PausedUnreachable`.
     pub unreachable_budget: Duration,
+    /// How long a run's pinned (non-current) deployment may fail to answer before the run moves
+    /// to the app's current deployment.
+    pub failover_grace: Duration,
     /// Cap of the short backoff between unreachable retries.
     pub unreachable_backoff_max: Duration,
     /// Replace the step retry backoff table by a fixed interval (like `inngest dev --retry-interval`).
@@ -35,6 +38,7 @@ impl Default for EngineConfig {
             sync_timeout: Duration::from_secs(10),
             unreachable_budget: Duration::from_secs(5 * 60),
             unreachable_backoff_max: Duration::from_secs(5),
+            failover_grace: Duration::from_secs(30),
             retry_interval: None,
             max_inflight: 64,
             signing_keys: Vec::new(),

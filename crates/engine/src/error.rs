@@ -24,6 +24,10 @@ pub enum EngineError {
     RunNotFound(String),
     #[error("run {0} has already ended")]
     RunEnded(String),
+    #[error("deployment {0} not found")]
+    DeploymentNotFound(String),
+    #[error("deployment {id} cannot become {to} from {from}")]
+    IllegalDeploymentMove { id: String, from: String, to: String },
 }
 
 impl EngineError {
@@ -36,6 +40,8 @@ impl EngineError {
             EngineError::SyncFailed { .. } => "SLUICE-3002",
             EngineError::RunNotFound(_) => "SLUICE-3101",
             EngineError::RunEnded(_) => "SLUICE-3102",
+            EngineError::DeploymentNotFound(_) => "SLUICE-3103",
+            EngineError::IllegalDeploymentMove { .. } => "SLUICE-3104",
         }
     }
 }

@@ -48,6 +48,7 @@ pub fn ingest_item(
                     state: RunState {
                         max_attempts: config.max_attempts(),
                         finish_timeout_ms: admission::finish_timeout_ms(config),
+                        deployment_id: registry.current_deployment(&f.record.app_id),
                         ..Default::default()
                     },
                     output: None,

@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod clock;
 pub mod config;
+pub mod deployments;
 pub mod error;
 pub mod ingest;
 mod pauses;
@@ -49,6 +50,10 @@ pub struct Engine {
     work: Notify,
     /// URLs given with `-u` (dev) that are synced at start and re-synced while unreachable.
     pub(crate) watched_urls: std::sync::Mutex<Vec<String>>,
+    /// Normalised URLs being synced as staged deployments (not activated on register).
+    pub(crate) staged_urls: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The last register per normalised URL, so a sync can confirm what the SDK registered.
+    pub(crate) recent_syncs: std::sync::Mutex<std::collections::HashMap<String, (sync::RegisterReply, i64)>>,
 }
 
 /// What `ingest_events` did with one request.
@@ -72,6 +77,8 @@ impl Engine {
             clock,
             work: Notify::new(),
             watched_urls: Default::default(),
+            staged_urls: Default::default(),
+            recent_syncs: Default::default(),
         });
         engine.load_registry().await?;
         Ok(engine)
@@ -82,6 +89,9 @@ impl Engine {
     }
 
     async fn load_registry(&self) -> Result<(), EngineError> {
+        for d in self.store.list_deployments(None).await? {
+            self.registry.put_deployment(d);
+        }
         let functions = self.store.list_functions().await?;
         for app in self.store.list_apps().await? {
             let mut compiled = Vec::new();

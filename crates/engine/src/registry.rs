@@ -7,9 +7,10 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice_expr::{ExprCache, Expression, Vars};
+use sluice_protocol::deployment::DeploymentStatus;
 use sluice_protocol::event::trigger_name_matches;
 use sluice_protocol::function::FunctionConfig;
-use sluice_store::{AppRecord, FunctionRecord};
+use sluice_store::{AppRecord, DeploymentRecord, FunctionRecord, RunRecord};
 
 use crate::error::EngineError;
 
@@ -31,8 +32,29 @@ impl RegisteredFunction {
     }
 }
 
+/// One deployment's function set, for calls of runs pinned to it.
+#[derive(Debug)]
+pub struct DeploymentView {
+    pub record: DeploymentRecord,
+    pub functions: HashMap<String, FunctionConfig>,
+}
+
+/// How runs in flight are routed when a new deployment becomes current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutingPolicy {
+    /// A run stays on the deployment it started on while that deployment is alive.
+    Pinned,
+    /// Every call goes to the current deployment.
+    AutoUpgrade,
+}
+
 #[derive(Default)]
 struct Inner {
+    deployments: HashMap<String, Arc<DeploymentView>>,
+    /// App id → its current deployment id.
+    current: HashMap<String, String>,
+    policies: HashMap<String, RoutingPolicy>,
     apps: HashMap<String, AppRecord>,
     functions: HashMap<String, Arc<RegisteredFunction>>,
     /// Exact event name → function ids.
@@ -80,6 +102,48 @@ impl Registry {
         }
         inner.apps.insert(app.id.clone(), app);
         reindex(&mut inner);
+    }
+
+    pub fn put_deployment(&self, record: DeploymentRecord) {
+        let functions = record.functions.iter().map(|f| (f.id.clone(), f.clone())).collect();
+        let mut inner = self.inner.write().unwrap();
+        if record.status == DeploymentStatus::Current {
+            inner.current.insert(record.app_id.clone(), record.id.clone());
+        } else if inner.current.get(&record.app_id) == Some(&record.id) {
+            inner.current.remove(&record.app_id);
+        }
+        inner.deployments.insert(record.id.clone(), Arc::new(DeploymentView { record, functions }));
+    }
+
+    pub fn deployment(&self, id: &str) -> Option<Arc<DeploymentView>> {
+        self.inner.read().unwrap().deployments.get(id).cloned()
+    }
+
+    pub fn current_deployment(&self, app_id: &str) -> Option<String> {
+        self.inner.read().unwrap().current.get(app_id).cloned()
+    }
+
+    pub fn set_policy(&self, app_id: &str, policy: RoutingPolicy) {
+        self.inner.write().unwrap().policies.insert(app_id.to_string(), policy);
+    }
+
+    pub fn policy(&self, app_id: &str) -> RoutingPolicy {
+        self.inner.read().unwrap().policies.get(app_id).copied().unwrap_or(RoutingPolicy::Pinned)
+    }
+
+    /// The function config a run's next call uses: its pinned deployment's while that deployment
+    /// serves pinned runs (and the app's policy is `pinned`), else the current one.
+    pub fn function_for_run(&self, run: &RunRecord) -> Option<FunctionConfig> {
+        if self.policy(&run.app_id) == RoutingPolicy::Pinned {
+            if let Some(dep) = run.state.deployment_id.as_deref().and_then(|d| self.deployment(d)) {
+                if dep.record.status.serves_pinned_runs() {
+                    if let Some(f) = dep.functions.get(&run.function_id) {
+                        return Some(f.clone());
+                    }
+                }
+            }
+        }
+        self.function(&run.function_id).map(|f| f.config().clone())
     }
 
     pub fn set_app(&self, app: AppRecord) {

@@ -109,6 +109,11 @@ impl SdkClient {
         .await
     }
 
+    /// `POST ?probe=trust`: the SDK answers 200 with an empty body (signed in cloud mode).
+    pub async fn trust_probe(&self, url: &str) -> Result<SdkResponse, Unreachable> {
+        self.send(reqwest::Method::POST, url, None, &[], self.config.sync_timeout).await
+    }
+
     /// Introspection `GET` (signed in cloud mode, where JS refuses unsigned ones).
     pub async fn introspect(&self, url: &str) -> Result<SdkResponse, Unreachable> {
         self.send(reqwest::Method::GET, url, None, &[], self.config.sync_timeout).await

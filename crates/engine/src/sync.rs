@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use sluice_protocol::deployment::DeploymentStatus;
 use sluice_protocol::function::RegisterRequest;
 use sluice_protocol::sync_url::{normalize_app_url, strip_deploy_id};
 use sluice_store::{AppRecord, AppStatus, FunctionRecord};
@@ -17,6 +18,10 @@ pub struct RegisterReply {
     pub app_id: String,
     pub modified: bool,
     pub function_count: usize,
+    pub deployment_id: String,
+    pub deployment_status: String,
+    /// Functions added, removed and changed against the current deployment.
+    pub diff: crate::deployments::FunctionDiff,
 }
 
 /// Apply a register body. Everything is validated and compiled before anything is stored, so a
@@ -61,18 +66,33 @@ pub async fn register(engine: &Arc<Engine>, req: RegisterRequest) -> Result<Regi
         synced_at: Some(now),
         updated_at: now,
     };
-    let was_unreachable = engine.registry.app(&app.id).is_some_and(|a| a.status == AppStatus::Unreachable);
-    let records = compiled.iter().map(|c| c.record.clone()).collect();
-    let modified = engine.store.upsert_app(app.clone(), records).await?;
-    engine.registry.install_app(app.clone(), compiled);
-    // A sync is proof of life: parked runs resume.
-    let resumed = engine.store.unpark_app(&app.id, now).await?;
-    if was_unreachable || resumed > 0 {
-        tracing::info!(app = %app.id, resumed, "app answered again; parked runs resume");
-        engine.notify_work();
+    let deployment = crate::deployments::record_sync(engine, &app, &req.functions).await?;
+    let activated = deployment.record.status == DeploymentStatus::Current;
+    let mut modified = deployment.modified;
+    if activated {
+        let was_unreachable = engine.registry.app(&app.id).is_some_and(|a| a.status == AppStatus::Unreachable);
+        let records = compiled.iter().map(|c| c.record.clone()).collect();
+        modified |= engine.store.upsert_app(app.clone(), records).await?;
+        engine.registry.install_app(app.clone(), compiled);
+        // A sync is proof of life: parked runs resume.
+        let resumed = engine.store.unpark_app(&app.id, now).await?;
+        if was_unreachable || resumed > 0 {
+            tracing::info!(app = %app.id, resumed, "app answered again; parked runs resume");
+            engine.notify_work();
+        }
     }
-    tracing::info!(app = %app.id, url = %app.url, functions = req.functions.len(), modified, "app synced");
-    Ok(RegisterReply { app_id: app.id, modified, function_count: req.functions.len() })
+    tracing::info!(app = %app.id, url = %app.url, deployment = %deployment.record.id,
+        status = deployment.record.status.as_str(), functions = req.functions.len(), modified, "app synced");
+    let reply = RegisterReply {
+        app_id: app.id,
+        modified,
+        function_count: req.functions.len(),
+        deployment_id: deployment.record.id.clone(),
+        deployment_status: deployment.record.status.as_str().to_string(),
+        diff: deployment.diff,
+    };
+    engine.recent_syncs.lock().unwrap().insert(app.normalized_url.clone(), (reply.clone(), now));
+    Ok(reply)
 }
 
 /// The app answered a call or a probe: mark it reachable and resume its parked runs.
@@ -117,24 +137,16 @@ pub async fn sync_url(engine: &Arc<Engine>, url: &str) -> Result<RegisterReply, 
         )));
     }
     // Out of band: the SDK has called /fn/register before answering. Python passes our register
-    // reply through with a 200 even when we refused it, so check the registry, not the status.
+    // reply through with a 200 even when we refused it, so check what was registered, not the status.
     let wanted = normalize_app_url(url);
-    engine
-        .registry
-        .apps()
-        .into_iter()
-        .find(|a| a.normalized_url == wanted && a.synced_at.unwrap_or(0) >= started)
-        .map(|a| RegisterReply {
-            function_count: engine.registry.functions().iter().filter(|f| f.record.app_id == a.id).count(),
-            app_id: a.id,
-            modified: true,
-        })
-        .ok_or_else(|| {
-            failed(format!(
-                "the SDK answered the sync without registering: {}",
-                String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()
-            ))
-        })
+    let recent = engine.recent_syncs.lock().unwrap().get(&wanted).cloned();
+    match recent {
+        Some((reply, at)) if at >= started => Ok(reply),
+        _ => Err(failed(format!(
+            "the SDK answered the sync without registering: {}",
+            String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()
+        ))),
+    }
 }
 
 impl Engine {

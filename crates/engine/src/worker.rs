@@ -210,7 +210,7 @@ where
 }
 
 async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(), EngineError> {
-    let Some(function) = engine.registry.function(&run.function_id) else {
+    let Some(function) = engine.registry.function_for_run(&run) else {
         let error = json!({"name": "SluiceError", "code": run_codes::FUNCTION_REMOVED,
             "message": format!("function {} is no longer registered by its app", run.function_id)});
         return apply(engine, &run.id, Some(&item.id), None, |run, ctx| {
@@ -220,7 +220,7 @@ async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(
         .await
         .map(drop);
     };
-    let Some(base_url) = function.config().step_url() else {
+    let Some(base_url) = function.step_url() else {
         return Ok(());
     };
     let url = step_url(base_url, &item.step_id);
@@ -327,7 +327,38 @@ async fn on_unreachable(
     let now = engine.now();
     let since = item.unreachable_since.unwrap_or(now);
     let failures = item.unreachable_count + 1;
-    let over_budget = now - since >= engine.config.unreachable_budget.as_millis() as i64;
+    // A run pinned to a deployment that is no longer current and stops answering moves to the
+    // current deployment after the failover grace, instead of parking.
+    let current = engine.registry.current_deployment(&run.app_id);
+    let pinned_elsewhere = run.state.deployment_id.is_some() && run.state.deployment_id != current && current.is_some();
+    if pinned_elsewhere && now - since >= engine.config.failover_grace.as_millis() as i64 {
+        tracing::warn!(run = %run.id, from = ?run.state.deployment_id, to = ?current, %reason,
+            "pinned deployment unreachable past the failover grace; moving the run to the current deployment");
+        let retry = QueueItem {
+            available_at: now,
+            lease_owner: None,
+            lease_expires_at: None,
+            unreachable_count: 0,
+            unreachable_since: None,
+            ..item.clone()
+        };
+        apply(engine, &run.id, Some(&item.id), None, |run, _ctx| {
+            let mut updated = run.clone();
+            updated.state.deployment_id = current.clone();
+            updated.updated_at = now;
+            Some(Decision {
+                run: updated,
+                steps: vec![],
+                enqueue: vec![retry.clone()],
+                finish: None,
+                new_pauses: vec![],
+                emit: vec![],
+            })
+        })
+        .await?;
+        return Ok(());
+    }
+    let over_budget = !pinned_elsewhere && now - since >= engine.config.unreachable_budget.as_millis() as i64;
     tracing::warn!(run = %run.id, app = %run.app_id, failures, over_budget, %reason, "SDK unreachable");
     let retry = QueueItem {
         available_at: now + unreachable_backoff(failures, engine.config.unreachable_backoff_max).as_millis() as i64,

@@ -10,6 +10,7 @@
 
 pub mod call;
 pub mod cron;
+pub mod deployment;
 pub mod duration;
 pub mod error;
 pub mod event;

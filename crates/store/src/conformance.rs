@@ -38,7 +38,8 @@ macro_rules! conformance_suite {
             apps_upsert_reports_config_changes_and_replaces_functions,
             events_and_runs_list_newest_first_with_filters,
             pauses_resolve_once_and_events_for_them_are_matched,
-            guards_admit_one_run_per_key_until_released_or_expired
+            guards_admit_one_run_per_key_until_released_or_expired,
+            deployments_activate_atomically_and_keep_their_function_sets
         );
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
@@ -556,4 +557,43 @@ pub async fn guards_admit_one_run_per_key_until_released_or_expired(b: &impl Bac
     let out = store.ingest(vec![both]).await.unwrap();
     assert_eq!(out[0].skipped_runs, vec!["rb".to_string()]);
     assert_eq!(store.guard_holder("free", 1_000).await.unwrap(), None);
+}
+
+pub async fn deployments_activate_atomically_and_keep_their_function_sets(b: &impl Backend) {
+    use crate::deployments::DeploymentRecord;
+    use sluice_protocol::deployment::DeploymentStatus;
+    let store = b.open().await;
+    let dep = |id: &str, identity: &str, at: i64| DeploymentRecord {
+        id: id.into(),
+        app_id: "app".into(),
+        url: format!("http://localhost/{identity}"),
+        identity: identity.into(),
+        deploy_id: None,
+        app_version: Some(identity.into()),
+        config_hash: format!("hash-{identity}"),
+        functions: vec![],
+        status: DeploymentStatus::Registered,
+        created_at: at,
+        updated_at: at,
+        activated_at: None,
+    };
+    store.put_deployment(dep("d1", "v1", 1)).await.unwrap();
+    store.put_deployment(dep("d2", "v2", 2)).await.unwrap();
+    assert_eq!(store.activate_deployment("app", "d1", DeploymentStatus::Draining, 10).await.unwrap(), None);
+    let prev = store.activate_deployment("app", "d2", DeploymentStatus::Draining, 20).await.unwrap();
+    assert_eq!(prev.as_deref(), Some("d1"));
+    let d1 = store.get_deployment("d1").await.unwrap().unwrap();
+    let d2 = store.get_deployment("d2").await.unwrap().unwrap();
+    assert_eq!(d1.status, DeploymentStatus::Draining);
+    assert_eq!(d2.status, DeploymentStatus::Current);
+    assert_eq!(d2.activated_at, Some(20));
+    // Rollback: the prior one is current again, the new one rolled back.
+    let prev = store.activate_deployment("app", "d1", DeploymentStatus::RolledBack, 30).await.unwrap();
+    assert_eq!(prev.as_deref(), Some("d2"));
+    assert_eq!(store.get_deployment("d2").await.unwrap().unwrap().status, DeploymentStatus::RolledBack);
+    assert_eq!(store.find_deployment("app", "v2").await.unwrap().unwrap().id, "d2");
+    let all = store.list_deployments(Some("app")).await.unwrap();
+    assert_eq!(all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["d1", "d2"]);
+    store.set_deployment_status("d2", DeploymentStatus::Retired, 40).await.unwrap();
+    assert_eq!(store.get_deployment("d2").await.unwrap().unwrap().status, DeploymentStatus::Retired);
 }

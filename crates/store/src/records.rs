@@ -75,6 +75,9 @@ pub struct RunState {
     /// The pending group is a `parallelMode: race`: rediscover after each step.
     pub race: bool,
     pub max_attempts: u32,
+    /// The deployment the run is pinned to (its app's current deployment when it was created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
     /// `timeouts.finish`: the run is cancelled this long after it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_timeout_ms: Option<i64>,

@@ -53,6 +53,7 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
     let engine_config = EngineConfig {
         call_timeout: settings.call_timeout,
         unreachable_budget: settings.unreachable_budget,
+        failover_grace: settings.failover_grace,
         retry_interval: settings.retry_interval,
         max_inflight: settings.max_inflight,
         signing_keys: settings.signing_keys.clone(),

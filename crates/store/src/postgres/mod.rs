@@ -14,6 +14,7 @@
 //! same event store it once. Every change is one transaction at READ COMMITTED with
 //! `synchronous_commit` left at the server's default, so a commit that returned is durable.
 
+mod deployments;
 mod queries;
 mod rows;
 
@@ -36,6 +37,7 @@ use rows::*;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_pauses_and_guards.sql")),
+    (5, include_str!("../../migrations/postgres/0005_deployments.sql")),
 ];
 
 /// Longest any single statement may run before the server cancels it.
