@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod cluster;
 pub mod deployments;
 pub mod error;
 pub mod postgres;
@@ -17,6 +18,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+pub use cluster::{Cluster, NodeRecord, StepDuplicate, SweepOutcome, WorkSignal, WorkSignals};
 pub use deployments::{DeploymentRecord, DeploymentStore};
 pub use error::{Result, StoreError};
 pub use postgres::{PgOptions, PostgresStore};
@@ -24,7 +26,7 @@ pub use records::*;
 pub use sqlite::SqliteStore;
 
 #[async_trait]
-pub trait Store: DeploymentStore + Send + Sync + 'static {
+pub trait Store: Cluster + DeploymentStore + Send + Sync + 'static {
     /// Replace an app and its function set. Returns whether the config hash changed.
     async fn upsert_app(&self, app: AppRecord, functions: Vec<FunctionRecord>) -> Result<bool>;
     async fn set_app_status(&self, app_id: &str, status: AppStatus, error: Option<String>, now: i64) -> Result<()>;

@@ -14,6 +14,7 @@
 //! same event store it once. Every change is one transaction at READ COMMITTED with
 //! `synchronous_commit` left at the server's default, so a commit that returned is durable.
 
+mod cluster;
 mod deployments;
 mod queries;
 mod rows;
@@ -37,11 +38,10 @@ use rows::*;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_pauses_and_guards.sql")),
+    (3, include_str!("../../migrations/postgres/0003_nodes.sql")),
     (5, include_str!("../../migrations/postgres/0005_deployments.sql")),
 ];
 
-/// Longest any single statement may run before the server cancels it.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A transaction left open this long (a stuck node) is ended by the server, releasing its locks.
 const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a call waits for a free pooled connection.
@@ -53,6 +53,8 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// Limit for opening one connection (TCP connect and start-up).
     pub connect_timeout: Duration,
+    /// Longest any single statement may run before the server cancels it.
+    pub statement_timeout: Duration,
     /// Keep sluice's tables in this schema (created when missing) instead of the connection's
     /// default `search_path`. Lower-case letters, digits and `_`, starting with a letter or `_`.
     pub schema: Option<String>,
@@ -60,13 +62,20 @@ pub struct PgOptions {
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { pool_size: 8, connect_timeout: Duration::from_secs(10), schema: None }
+        PgOptions {
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+            schema: None,
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// What every pooled connection is opened with; the wake-up listener opens its own with it.
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
 impl PostgresStore {
@@ -85,7 +94,7 @@ impl PostgresStore {
         // Start-up options apply to every connection the pool opens, before its first statement.
         let mut session = format!(
             "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
-            STATEMENT_TIMEOUT.as_millis(),
+            options.statement_timeout.as_millis().max(1),
             IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
         );
         if let Some(schema) = &options.schema {
@@ -97,6 +106,7 @@ impl PostgresStore {
         };
         config.options(session);
 
+        let listen_config = std::sync::Arc::new(config.clone());
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
@@ -109,7 +119,7 @@ impl PostgresStore {
         let mut client = pool.get().await.map_err(|e| open_error(describe_pool(&e)))?;
         migrate(&mut client, options.schema.as_deref()).await.map_err(|e| open_error(e.to_string()))?;
         drop(client);
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, config: listen_config })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -410,6 +420,9 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let out = ingest_in(&tx, &items).await?;
+        if out.iter().any(|o| !o.duplicate) {
+            cluster::notify_work(&tx).await?;
+        }
         tx.commit().await?;
         Ok(out)
     }
@@ -553,6 +566,9 @@ impl Store for PostgresStore {
             enqueue_item(&tx, item).await?;
         }
         ingest_in(&tx, &commit.emit).await?;
+        if !commit.enqueue.is_empty() || !commit.emit.is_empty() {
+            cluster::notify_work(&tx).await?;
+        }
         tx.commit().await?;
         Ok(CommitOutcome::Applied { duplicate_steps })
     }
@@ -604,13 +620,16 @@ impl Store for PostgresStore {
     async fn unpark_app(&self, app_id: &str, now: i64) -> Result<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        execute(&tx, queries::queue::UNPARK, &[&app_id, &now]).await?;
+        let unparked = execute(&tx, queries::queue::UNPARK, &[&app_id, &now]).await?;
         let n = execute(
             &tx,
             queries::runs::UNPARK,
             &[&app_id, &RunStatus::Running.as_str(), &now, &RunStatus::PausedUnreachable.as_str()],
         )
         .await?;
+        if unparked > 0 {
+            cluster::notify_work(&tx).await?;
+        }
         tx.commit().await?;
         Ok(n)
     }

@@ -35,9 +35,9 @@ fn fresh_schema() -> String {
     format!("sluice_test_{}_{}_{}", std::process::id(), nanos, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-struct PgSchema {
-    url: String,
-    schema: String,
+pub(super) struct PgSchema {
+    pub(super) url: String,
+    pub(super) schema: String,
 }
 
 impl PgSchema {
@@ -45,12 +45,17 @@ impl PgSchema {
         PgSchema { url: test_url(), schema: fresh_schema() }
     }
 
-    fn options(&self) -> PgOptions {
-        PgOptions { pool_size: 4, connect_timeout: Duration::from_secs(5), schema: Some(self.schema.clone()) }
+    pub(super) fn options(&self) -> PgOptions {
+        PgOptions {
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            schema: Some(self.schema.clone()),
+            ..Default::default()
+        }
     }
 
     /// A plain connection outside any store, for looking behind the store's back.
-    async fn raw(&self) -> tokio_postgres::Client {
+    pub(super) async fn raw(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
             .await
             .unwrap_or_else(|e| panic!("{}", unreachable_hint(&self.url, &describe(&e))));
@@ -90,7 +95,7 @@ impl Backend for PgSchema {
     }
 }
 
-fn backend() -> Option<PgSchema> {
+pub(super) fn backend() -> Option<PgSchema> {
     (!skipped()).then(PgSchema::new)
 }
 
@@ -253,7 +258,7 @@ async fn sessions_carry_the_statement_timeout_and_the_schema() {
 async fn an_unreachable_database_is_an_open_error_that_hides_the_password() {
     // Port 1 on loopback: nothing listens, so the connection is refused at once.
     let url = "postgres://sluice:s3cret@127.0.0.1:1/test";
-    let options = PgOptions { pool_size: 1, connect_timeout: Duration::from_secs(2), schema: None };
+    let options = PgOptions { pool_size: 1, connect_timeout: Duration::from_secs(2), ..Default::default() };
     let Err(err) = PostgresStore::connect(url, options).await else { panic!("connected to nothing") };
     assert_eq!(err.code(), "SLUICE-2003");
     let StoreError::Open { path, reason } = &err else { panic!("not an Open error: {err}") };

@@ -1,6 +1,7 @@
 //! SQLite implementation: one connection (SQLite has one writer anyway) in WAL mode with
 //! `synchronous=FULL`, so a commit that returned is on disk. Calls run on the blocking pool.
 
+mod cluster;
 mod deployments;
 mod rows;
 
@@ -19,6 +20,7 @@ use sluice_protocol::run::RunStatus;
 /// Versioned migrations, applied in order once each.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
+    (3, include_str!("../../migrations/0003_nodes.sql")),
     (2, include_str!("../../migrations/0002_pauses_and_guards.sql")),
     (5, include_str!("../../migrations/0005_deployments.sql")),
 ];
