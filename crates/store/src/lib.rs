@@ -11,6 +11,7 @@
 mod conformance;
 pub mod cluster;
 pub mod deployments;
+pub mod diagnostics;
 pub mod error;
 pub mod postgres;
 pub mod records;
@@ -19,6 +20,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 pub use cluster::{Cluster, NodeRecord, StepDuplicate, SweepOutcome, WorkSignal, WorkSignals};
+pub use diagnostics::Diagnostics;
 pub use deployments::{DeploymentRecord, DeploymentStore};
 pub use error::{Result, StoreError};
 pub use postgres::{PgOptions, PostgresStore};

@@ -16,6 +16,7 @@
 
 mod cluster;
 mod deployments;
+mod diagnostics;
 mod queries;
 mod rows;
 
@@ -39,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_pauses_and_guards.sql")),
     (3, include_str!("../../migrations/postgres/0003_nodes.sql")),
+    (4, include_str!("../../migrations/postgres/0004_doctor.sql")),
     (5, include_str!("../../migrations/postgres/0005_deployments.sql")),
 ];
 

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod deployments;
+mod diagnostics;
 mod rows;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (3, include_str!("../../migrations/0003_nodes.sql")),
     (2, include_str!("../../migrations/0002_pauses_and_guards.sql")),
+    (4, include_str!("../../migrations/0004_doctor.sql")),
     (5, include_str!("../../migrations/0005_deployments.sql")),
 ];
 
