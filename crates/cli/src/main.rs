@@ -27,6 +27,10 @@ enum Command {
     Events(commands::events::EventsArgs),
     /// List and sync apps.
     Apps(commands::apps::AppsArgs),
+    /// Find and repair stuck runs, orphaned claims, broken chains (--fix previews, --apply repairs).
+    Doctor(commands::doctor::DoctorArgs),
+    /// Deploy a new worker through the gates (warm → callback probe → drain → cutover → bake), or verify-runtime.
+    Deploy(commands::deploy::DeployArgs),
 }
 
 fn main() {
@@ -39,6 +43,8 @@ fn main() {
             Command::Runs(args) => commands::runs::run(args).await,
             Command::Events(args) => commands::events::run(args).await,
             Command::Apps(args) => commands::apps::run(args).await,
+            Command::Doctor(args) => commands::doctor::run(args).await,
+            Command::Deploy(args) => commands::deploy::run(args).await,
         }
     });
     std::process::exit(code);
