@@ -178,3 +178,34 @@ pub async fn run_actions(State(state): State<AppState>, headers: HeaderMap, Path
     let map: Map<String, Value> = steps.into_iter().map(|s| (s.step_id, s.value)).collect();
     Ok(Json(Value::Object(map)))
 }
+
+/// The engine's notion of now (it differs from wall time only under `--test-clock`).
+pub async fn clock(State(state): State<AppState>) -> ApiResult {
+    let offset = state.config.test_clock.as_ref().map(|c| c.offset_ms()).unwrap_or(0);
+    Ok(Json(
+        json!({ "now_ms": state.engine.now(), "offset_ms": offset, "test_clock": state.config.test_clock.is_some() }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Advance {
+    advance_ms: i64,
+}
+
+/// Move the test clock forward (`sluice dev --test-clock` only), so timers, crons and debounces
+/// can be tested without waiting in real time.
+pub async fn advance_clock(State(state): State<AppState>, Json(body): Json<Advance>) -> ApiResult {
+    let Some(clock) = &state.config.test_clock else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "SLUICE-4003",
+            "the clock can only be moved when sluice runs with `sluice dev --test-clock`",
+        ));
+    };
+    if body.advance_ms < 0 {
+        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "SLUICE-4002", "time only moves forward"));
+    }
+    clock.advance(body.advance_ms);
+    state.engine.notify_work();
+    Ok(Json(json!({ "now_ms": state.engine.now(), "offset_ms": clock.offset_ms() })))
+}

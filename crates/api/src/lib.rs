@@ -33,11 +33,13 @@ pub struct ApiConfig {
     /// Signing keys (current first, then fallback); empty = dev mode (no auth).
     pub signing_keys: Vec<String>,
     pub max_request_bytes: usize,
+    /// Dev only (`--test-clock`): the engine's clock, advanced through `POST /dev/clock`.
+    pub test_clock: Option<sluice_engine::OffsetClock>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { event_keys: vec![], signing_keys: vec![], max_request_bytes: 3 * 1024 * 1024 }
+        ApiConfig { event_keys: vec![], signing_keys: vec![], max_request_bytes: 3 * 1024 * 1024, test_clock: None }
     }
 }
 
@@ -54,6 +56,7 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         .route("/fn/register", post(register::register))
         .route("/health", get(inspect::health))
         .route("/dev", get(inspect::dev_info))
+        .route("/dev/clock", get(inspect::clock).post(inspect::advance_clock))
         .route("/v0/runs/{id}/batch", get(inspect::run_batch))
         .route("/v0/runs/{id}/actions", get(inspect::run_actions))
         .route("/v1/events", get(inspect::list_events))

@@ -61,6 +61,9 @@ pub struct ServerArgs {
     /// Largest request accepted, in bytes (default 3145728).
     #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Dev only: an adjustable clock (`POST /dev/clock {"advance_ms": N}`) for testing timers.
+    #[arg(long, env = "SLUICE_TEST_CLOCK")]
+    pub test_clock: bool,
     /// Calls in flight at once (default 64).
     #[arg(long, env = "SLUICE_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
@@ -106,6 +109,7 @@ pub struct Settings {
     pub max_event_bytes: usize,
     pub max_request_bytes: usize,
     pub max_inflight: usize,
+    pub test_clock: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +196,7 @@ impl Settings {
             max_event_bytes: args.max_event_bytes.or(file.max_event_bytes).unwrap_or(512 * 1024),
             max_request_bytes: args.max_request_bytes.or(file.max_request_bytes).unwrap_or(3 * 1024 * 1024),
             max_inflight: args.max_inflight.or(file.max_inflight).unwrap_or(64),
+            test_clock: args.test_clock && mode == Mode::Dev,
         })
     }
 }

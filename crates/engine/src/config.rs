@@ -23,8 +23,12 @@ pub struct EngineConfig {
     pub signing_keys: Vec<String>,
     /// `dev` or `cloud`, sent as `X-Inngest-Server-Kind`.
     pub server_kind: &'static str,
-    /// Identity of this node in leases.
+    /// Identity of this node in leases and in the nodes table.
     pub node_id: String,
+    /// How often this node records that it is alive.
+    pub heartbeat_interval: Duration,
+    /// A node whose last heartbeat is older than this is dead: another node releases its leases.
+    pub node_timeout: Duration,
     /// Largest accepted event, in bytes.
     pub max_event_bytes: usize,
     /// How often unreachable apps (and `-u` apps) are re-synced.
@@ -44,6 +48,8 @@ impl Default for EngineConfig {
             signing_keys: Vec::new(),
             server_kind: "dev",
             node_id: format!("node-{}", ulid::Ulid::new()),
+            heartbeat_interval: Duration::from_secs(2),
+            node_timeout: Duration::from_secs(15),
             max_event_bytes: 512 * 1024,
             resync_interval: Duration::from_secs(5),
         }

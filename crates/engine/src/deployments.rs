@@ -171,7 +171,9 @@ pub async fn activate_deployment(
             compiled.push(engine.registry.compile(record)?);
         }
         engine.store.upsert_app(app.clone(), records).await?;
-        engine.registry.install_app(app, compiled);
+        engine.registry.install_app(app.clone(), compiled);
+        let current: Vec<_> = engine.registry.functions().into_iter().filter(|f| f.record.app_id == app.id).collect();
+        crate::cron::ensure_items(engine, &current).await?;
     }
     // Re-sync follows the current deployment; the replaced one is no longer re-synced.
     if let Some(d) = engine.registry.deployment(id) {

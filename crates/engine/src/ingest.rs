@@ -28,47 +28,54 @@ pub fn ingest_item(
     } else {
         registry.matching(&event.name, &sdk_event)
     };
-    let runs = targets
-        .into_iter()
-        .map(|f| {
-            let run_id = ulid::Ulid::new().to_string();
-            let config = f.config();
-            NewRun {
-                first_item: discovery_item(&run_id, now, 0),
-                pauses: admission::cancel_pauses(config, &run_id, &sdk_event, now),
-                guards: admission::guards(registry.exprs(), config, &sdk_event, now),
-                extra_items: admission::start_timeout_item(config, &run_id, now).into_iter().collect(),
-                run: RunRecord {
-                    id: run_id,
-                    function_id: f.record.id.clone(),
-                    app_id: f.record.app_id.clone(),
-                    event_id: event_id.clone(),
-                    event_ids: vec![event_id.clone()],
-                    status: RunStatus::Queued,
-                    state: RunState {
-                        max_attempts: config.max_attempts(),
-                        finish_timeout_ms: admission::finish_timeout_ms(config),
-                        deployment_id: registry.current_deployment(&f.record.app_id),
-                        ..Default::default()
-                    },
-                    output: None,
-                    error: None,
-                    parked_reason: None,
-                    created_at: now,
-                    started_at: None,
-                    ended_at: None,
-                    updated_at: now,
-                    rev: 0,
-                },
-            }
-        })
-        .collect();
+    let runs = targets.into_iter().map(|f| new_run(registry, &f, &sdk_event, &event_id, now)).collect();
     let dedup_key = (!event.id.is_empty()).then(|| format!("{}\u{0}{}", event.name, event.id));
     IngestItem {
         record: EventRecord { id: event_id, event, received_at: now, source_run_id },
         dedup_key,
         dedup_until: now + DEDUP_WINDOW_MS,
         runs,
+    }
+}
+
+/// A new run of `f` for the stored event `event_id` (`sdk_event` is that event as the SDK sees it),
+/// pinned to the app's current deployment, with its cancelOn pauses, admission guards and timeouts.
+pub fn new_run(
+    registry: &Registry,
+    f: &crate::registry::RegisteredFunction,
+    sdk_event: &Value,
+    event_id: &str,
+    now: i64,
+) -> NewRun {
+    let run_id = ulid::Ulid::new().to_string();
+    let config = f.config();
+    NewRun {
+        first_item: discovery_item(&run_id, now, 0),
+        pauses: admission::cancel_pauses(config, &run_id, sdk_event, now),
+        guards: admission::guards(registry.exprs(), config, sdk_event, now),
+        extra_items: admission::start_timeout_item(config, &run_id, now).into_iter().collect(),
+        run: RunRecord {
+            id: run_id,
+            function_id: f.record.id.clone(),
+            app_id: f.record.app_id.clone(),
+            event_id: event_id.to_string(),
+            event_ids: vec![event_id.to_string()],
+            status: RunStatus::Queued,
+            state: RunState {
+                max_attempts: config.max_attempts(),
+                finish_timeout_ms: admission::finish_timeout_ms(config),
+                deployment_id: registry.current_deployment(&f.record.app_id),
+                ..Default::default()
+            },
+            output: None,
+            error: None,
+            parked_reason: None,
+            created_at: now,
+            started_at: None,
+            ended_at: None,
+            updated_at: now,
+            rev: 0,
+        },
     }
 }
 

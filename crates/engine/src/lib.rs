@@ -12,9 +12,12 @@
 
 pub mod admission;
 pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod cron;
 pub mod deployments;
 pub mod error;
+pub mod flow;
 pub mod ingest;
 mod pauses;
 pub mod registry;
@@ -124,7 +127,15 @@ impl Engine {
         let items: Vec<_> =
             events.into_iter().zip(ids).map(|(event, id)| ingest_item(&self.registry, event, id, now, None)).collect();
         self.cancel_replaced_singletons(&items).await?;
+        let mut items = items;
+        let debounces = flow::shape_runs(self, &mut items).await?;
         let outcomes = self.store.ingest(items).await?;
+        // Debounces are recorded once their events are durable; a duplicate event re-arms nothing.
+        for (key, function_id, event_id, period, timeout) in debounces {
+            if outcomes.iter().any(|o| o.event_id == event_id && !o.duplicate) {
+                self.store.debounce_push(&key, &function_id, &event_id, period, timeout, now).await?;
+            }
+        }
         self.notify_work();
         Ok(IngestResult {
             ids: outcomes.iter().map(|o| o.event_id.clone()).collect(),
@@ -195,6 +206,26 @@ impl Engine {
 
     /// Start the background loops: the queue worker and the app re-sync loop.
     pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![tokio::spawn(worker::run_worker(self.clone())), tokio::spawn(sync::run_resync_loop(self.clone()))]
+        vec![
+            tokio::spawn(worker::run_worker(self.clone())),
+            tokio::spawn(sync::run_resync_loop(self.clone())),
+            tokio::spawn(cluster::run(self.clone())),
+            tokio::spawn(run_debounce_loop(self.clone())),
+        ]
+    }
+}
+
+/// Fires debounces when they come due (they live in their own table, not the queue, because each
+/// new event moves their fire time).
+async fn run_debounce_loop(engine: Arc<Engine>) {
+    loop {
+        if let Err(e) = flow::fire_due_debounces(&engine).await {
+            tracing::warn!(code = e.code(), error = %e, "firing debounces failed; retrying");
+        }
+        let wait = match engine.store.debounce_next_due().await {
+            Ok(Some(at)) => (at - engine.now()).clamp(20, 250),
+            _ => 250,
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
     }
 }

@@ -74,6 +74,8 @@ pub async fn register(engine: &Arc<Engine>, req: RegisterRequest) -> Result<Regi
         let records = compiled.iter().map(|c| c.record.clone()).collect();
         modified |= engine.store.upsert_app(app.clone(), records).await?;
         engine.registry.install_app(app.clone(), compiled);
+        let current: Vec<_> = engine.registry.functions().into_iter().filter(|f| f.record.app_id == app.id).collect();
+        crate::cron::ensure_items(engine, &current).await?;
         // A sync is proof of life: parked runs resume.
         let resumed = engine.store.unpark_app(&app.id, now).await?;
         if was_unreachable || resumed > 0 {

@@ -208,7 +208,10 @@ pub fn on_pause_resolved(run: &RunRecord, step_id: &str, value: Value, ctx: &Tra
 pub fn on_wake(run: &RunRecord, item: &QueueItem, ctx: &TransitionContext<'_>) -> Decision {
     let mut d = Decision::new(run, ctx.now);
     d.steps.push(step_record(run, &item.step_id, None, Value::Null, ctx.now));
-    d.step_settled(&item.step_id, ctx.now);
+    // Already stored: this timer fired twice (two nodes on a stale lease); the first moved the run on.
+    if !ctx.stored.contains(&item.step_id) {
+        d.step_settled(&item.step_id, ctx.now);
+    }
     d
 }
 
@@ -275,7 +278,11 @@ pub fn on_answer(run: &RunRecord, item: &QueueItem, answer: Answer, ctx: &Transi
                     Opcode::StepRun | Opcode::Step => {
                         let data = op.data.clone().unwrap_or(Value::Null);
                         d.steps.push(step_record(run, &op.id, Some(op.label()), json!({ "data": data }), now));
-                        d.step_settled(&op.id, now);
+                        // A result for a step already stored (two executions raced on a stale
+                        // lease) is only recorded as a duplicate: the first one moved the run on.
+                        if !ctx.stored.contains(&op.id) {
+                            d.step_settled(&op.id, now);
+                        }
                     }
                     Opcode::StepError | Opcode::StepFailed => {
                         let error = normalize_error(op.error.as_ref().unwrap_or(&Value::Null), "step failed");
@@ -283,8 +290,10 @@ pub fn on_answer(run: &RunRecord, item: &QueueItem, answer: Answer, ctx: &Transi
                             op.opcode() == Opcode::StepFailed || no_retry || item.attempt + 1 >= max_attempts;
                         if final_failure {
                             d.steps.push(step_record(run, &op.id, Some(op.label()), json!({ "error": error }), now));
-                            d.step_settled(&op.id, now);
-                        } else {
+                            if !ctx.stored.contains(&op.id) {
+                                d.step_settled(&op.id, now);
+                            }
+                        } else if !ctx.stored.contains(&op.id) {
                             // Retry this step, targeted, consuming an attempt.
                             d.add_pending(&op.id);
                             let mut retry = retry_same_item(retry_at);

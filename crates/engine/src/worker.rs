@@ -41,6 +41,7 @@ pub(crate) async fn run_worker(engine: Arc<Engine>) {
                         let engine = engine.clone();
                         tokio::spawn(async move {
                             let id = item.id.clone();
+                            let _in_flight = crate::cluster::InFlight::enter(&engine, &id);
                             if let Err(e) = process_item(&engine, item).await {
                                 tracing::error!(item = %id, code = e.code(), error = %e, "queue item failed; it will be retried when its lease expires");
                             }
@@ -74,8 +75,10 @@ pub(crate) async fn run_worker(engine: Arc<Engine>) {
 }
 
 async fn process_item(engine: &Arc<Engine>, item: QueueItem) -> Result<(), EngineError> {
-    if item.kind == ItemKind::MatchPauses {
-        return crate::pauses::match_event(engine, &item).await;
+    match item.kind {
+        ItemKind::MatchPauses => return crate::pauses::match_event(engine, &item).await,
+        ItemKind::CronTick => return crate::cron::tick(engine, &item).await,
+        _ => {}
     }
     let Some(run) = engine.store.get_run(&item.run_id).await? else {
         return drop_item(engine, &item).await;
@@ -92,7 +95,7 @@ async fn process_item(engine: &Arc<Engine>, item: QueueItem) -> Result<(), Engin
         ItemKind::Call => call(engine, run, item).await,
         ItemKind::PauseTimeout => crate::pauses::time_out(engine, &item).await,
         ItemKind::RunTimeout => crate::pauses::run_timeout(engine, &run, &item).await,
-        ItemKind::MatchPauses => Ok(()),
+        ItemKind::MatchPauses | ItemKind::CronTick => Ok(()),
     }
 }
 
@@ -225,8 +228,18 @@ async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(
     };
     let url = step_url(base_url, &item.step_id);
     let body = call_request(engine, &run, &item).await?;
-    match engine.client.call(&url, &body, &run.id).await {
-        Err(unreachable) => on_unreachable(engine, &run, item, unreachable.0).await,
+    // Concurrency limits steps executing: each call holds a slot of every limit while in flight.
+    let limits = crate::flow::concurrency_limits(engine, &function, &body["event"]);
+    if !limits.is_empty() {
+        let now = engine.now();
+        let until = item.lease_expires_at.unwrap_or(now + engine.config.call_timeout.as_millis() as i64);
+        if !engine.store.try_acquire_slots(&limits, &item.id, until, now).await? {
+            return wait_for_slot(engine, item).await;
+        }
+    }
+    let outcome = engine.client.call(&url, &body, &run.id).await;
+    let result = match outcome {
+        Err(unreachable) => on_unreachable(engine, &run, item.clone(), unreachable.0).await,
         Ok(resp) => {
             mark_reachable(engine, &run.app_id).await;
             let answer = classify(engine, &resp);
@@ -236,7 +249,34 @@ async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(
             .await
             .map(drop)
         }
+    };
+    if !limits.is_empty() {
+        engine.store.release_slots(&item.id).await?;
+        engine.notify_work();
     }
+    result
+}
+
+/// Every slot of a concurrency key is taken: put the item back, to be claimed again shortly.
+/// No attempt is used; the run is not touched.
+async fn wait_for_slot(engine: &Arc<Engine>, item: QueueItem) -> Result<(), EngineError> {
+    const SLOT_POLL_MS: i64 = 100;
+    let retry = QueueItem {
+        available_at: engine.now() + SLOT_POLL_MS,
+        lease_owner: None,
+        lease_expires_at: None,
+        ..item.clone()
+    };
+    engine
+        .store
+        .commit(Commit {
+            run_id: item.run_id.clone(),
+            done_item: Some(item.id.clone()),
+            enqueue: vec![retry],
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
 }
 
 async fn call_request(engine: &Engine, run: &RunRecord, item: &QueueItem) -> Result<Value, EngineError> {

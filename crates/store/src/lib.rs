@@ -7,12 +7,13 @@
 //! The trait speaks in domain records only; no SQL type leaks out. Every method that changes a run
 //! does so in one transaction, so a `kill -9` leaves either the old state or the new one.
 
+pub mod cluster;
 #[cfg(test)]
 mod conformance;
-pub mod cluster;
 pub mod deployments;
 pub mod diagnostics;
 pub mod error;
+pub mod flow;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
@@ -20,15 +21,16 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 pub use cluster::{Cluster, NodeRecord, StepDuplicate, SweepOutcome, WorkSignal, WorkSignals};
-pub use diagnostics::Diagnostics;
 pub use deployments::{DeploymentRecord, DeploymentStore};
+pub use diagnostics::Diagnostics;
 pub use error::{Result, StoreError};
+pub use flow::{FlowStore, PendingDebounce, SlotLimit};
 pub use postgres::{PgOptions, PostgresStore};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
 #[async_trait]
-pub trait Store: Cluster + DeploymentStore + Send + Sync + 'static {
+pub trait Store: Cluster + DeploymentStore + FlowStore + Send + Sync + 'static {
     /// Replace an app and its function set. Returns whether the config hash changed.
     async fn upsert_app(&self, app: AppRecord, functions: Vec<FunctionRecord>) -> Result<bool>;
     async fn set_app_status(&self, app_id: &str, status: AppStatus, error: Option<String>, now: i64) -> Result<()>;

@@ -127,6 +127,8 @@ pub enum ItemKind {
     MatchPauses,
     /// The run's `timeouts.start` / `timeouts.finish` deadline (`step_id` says which).
     RunTimeout,
+    /// A cron trigger's next tick (`run_id` = `cron:<function id>`, `step_id` = the cron string).
+    CronTick,
 }
 
 impl ItemKind {
@@ -137,6 +139,7 @@ impl ItemKind {
             ItemKind::PauseTimeout => "pause_timeout",
             ItemKind::MatchPauses => "match_pauses",
             ItemKind::RunTimeout => "run_timeout",
+            ItemKind::CronTick => "cron_tick",
         }
     }
     pub fn parse(s: &str) -> Option<ItemKind> {
@@ -146,6 +149,7 @@ impl ItemKind {
             "pause_timeout" => Some(ItemKind::PauseTimeout),
             "match_pauses" => Some(ItemKind::MatchPauses),
             "run_timeout" => Some(ItemKind::RunTimeout),
+            "cron_tick" => Some(ItemKind::CronTick),
             _ => None,
         }
     }

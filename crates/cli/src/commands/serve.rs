@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sluice_api::ApiConfig;
-use sluice_engine::{Engine, EngineConfig, SystemClock};
+use sluice_engine::{Engine, EngineConfig, OffsetClock, SystemClock};
 use sluice_store::{SqliteStore, Store};
 
 use crate::envelope::report_error;
@@ -50,6 +50,11 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
         tracing::info!(released, "released leases held before the last shutdown; that work runs again");
     }
     let store: Arc<dyn Store> = Arc::new(store);
+    let test_clock = settings.test_clock.then(OffsetClock::default);
+    let clock: sluice_engine::SharedClock = match &test_clock {
+        Some(c) => Arc::new(c.clone()),
+        None => Arc::new(SystemClock),
+    };
     let engine_config = EngineConfig {
         call_timeout: settings.call_timeout,
         unreachable_budget: settings.unreachable_budget,
@@ -62,8 +67,7 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
         resync_interval: settings.poll_interval,
         ..EngineConfig::default()
     };
-    let engine =
-        Engine::new(store, engine_config, Arc::new(SystemClock)).await.map_err(|e| (e.code(), e.to_string()))?;
+    let engine = Engine::new(store, engine_config, clock).await.map_err(|e| (e.code(), e.to_string()))?;
     for url in &settings.sdk_urls {
         engine.watch_url(url);
     }
@@ -82,6 +86,7 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
         event_keys: settings.event_keys.clone(),
         signing_keys: settings.signing_keys.clone(),
         max_request_bytes: settings.max_request_bytes,
+        test_clock,
     };
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();

@@ -17,6 +17,7 @@
 mod cluster;
 mod deployments;
 mod diagnostics;
+mod flow;
 mod queries;
 mod rows;
 
@@ -42,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_nodes.sql")),
     (4, include_str!("../../migrations/postgres/0004_doctor.sql")),
     (5, include_str!("../../migrations/postgres/0005_deployments.sql")),
+    (6, include_str!("../../migrations/postgres/0006_flow_control.sql")),
 ];
 
 /// A transaction left open this long (a stuck node) is ended by the server, releasing its locks.

@@ -4,6 +4,7 @@
 mod cluster;
 mod deployments;
 mod diagnostics;
+mod flow;
 mod rows;
 
 use std::path::Path;
@@ -21,10 +22,11 @@ use sluice_protocol::run::RunStatus;
 /// Versioned migrations, applied in order once each.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
-    (3, include_str!("../../migrations/0003_nodes.sql")),
     (2, include_str!("../../migrations/0002_pauses_and_guards.sql")),
+    (3, include_str!("../../migrations/0003_nodes.sql")),
     (4, include_str!("../../migrations/0004_doctor.sql")),
     (5, include_str!("../../migrations/0005_deployments.sql")),
+    (6, include_str!("../../migrations/0006_flow_control.sql")),
 ];
 
 #[derive(Clone)]

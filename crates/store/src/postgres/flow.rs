@@ -1,0 +1,166 @@
+//! `FlowStore` on PostgreSQL: each operation locks the rows it reads (or the key's advisory lock),
+//! so nodes racing on one key serialise.
+
+use async_trait::async_trait;
+
+use super::{enqueue_item, execute, insert_pause, insert_run, query, query_opt, PostgresStore};
+use crate::error::Result;
+use crate::flow::{FlowStore, PendingDebounce, SlotLimit};
+use crate::records::NewRun;
+
+#[async_trait]
+impl FlowStore for PostgresStore {
+    async fn try_acquire_slots(&self, limits: &[SlotLimit], holder: &str, until: i64, now: i64) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for l in limits {
+            // One writer per concurrency key at a time.
+            execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&l.key]).await?;
+        }
+        execute(
+            &tx,
+            "DELETE FROM concurrency_slots WHERE expires_at <= $1
+               OR holder NOT IN (SELECT id FROM queue WHERE lease_expires_at > $1)",
+            &[&now],
+        )
+        .await?;
+        for l in limits {
+            let held: i64 = query_opt(
+                &tx,
+                "SELECT COUNT(*) FROM concurrency_slots WHERE key = $1 AND holder <> $2",
+                &[&l.key, &holder],
+            )
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(0);
+            if held >= l.limit as i64 {
+                return Ok(false);
+            }
+        }
+        for l in limits {
+            execute(
+                &tx,
+                "INSERT INTO concurrency_slots (key, holder, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key, holder) DO UPDATE SET expires_at = excluded.expires_at",
+                &[&l.key, &holder, &until],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_slots(&self, holder: &str) -> Result<()> {
+        let client = self.client().await?;
+        execute(&client, "DELETE FROM concurrency_slots WHERE holder = $1", &[&holder]).await?;
+        Ok(())
+    }
+
+    async fn throttle_reserve(&self, key: &str, interval_ms: i64, tolerance_ms: i64, now: i64) -> Result<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]).await?;
+        let tat: Option<i64> = query_opt(&tx, "SELECT tat FROM throttle_state WHERE key = $1", &[&key])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        let tat = tat.unwrap_or(now).max(now);
+        let start = (tat - tolerance_ms).max(now);
+        execute(
+            &tx,
+            "INSERT INTO throttle_state (key, tat) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+            &[&key, &(tat + interval_ms)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(start)
+    }
+
+    async fn debounce_push(
+        &self,
+        key: &str,
+        function_id: &str,
+        event_id: &str,
+        period_ms: i64,
+        timeout_ms: Option<i64>,
+        now: i64,
+    ) -> Result<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]).await?;
+        let first_at: i64 = query_opt(&tx, "SELECT first_at FROM debounces WHERE key = $1", &[&key])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(now);
+        let mut fire_at = now + period_ms;
+        if let Some(t) = timeout_ms {
+            fire_at = fire_at.min(first_at + t);
+        }
+        execute(
+            &tx,
+            "INSERT INTO debounces (key, function_id, event_id, first_at, fire_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, fire_at = excluded.fire_at",
+            &[&key, &function_id, &event_id, &first_at, &fire_at],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(fire_at)
+    }
+
+    async fn debounce_due(&self, now: i64, limit: usize) -> Result<Vec<PendingDebounce>> {
+        let client = self.client().await?;
+        let limit = limit.min(10_000) as i64;
+        let rows = query(
+            &client,
+            "SELECT key, function_id, event_id, first_at, fire_at FROM debounces WHERE fire_at <= $1
+             ORDER BY fire_at LIMIT $2",
+            &[&now, &limit],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingDebounce {
+                    key: r.try_get(0)?,
+                    function_id: r.try_get(1)?,
+                    event_id: r.try_get(2)?,
+                    first_at: r.try_get(3)?,
+                    fire_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn debounce_fire(&self, pending: &PendingDebounce, run: NewRun) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let removed = execute(
+            &tx,
+            "DELETE FROM debounces WHERE key = $1 AND event_id = $2 AND fire_at = $3",
+            &[&pending.key, &pending.event_id, &pending.fire_at],
+        )
+        .await?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        insert_run(&tx, &run.run).await?;
+        enqueue_item(&tx, &run.first_item).await?;
+        for extra in &run.extra_items {
+            enqueue_item(&tx, extra).await?;
+        }
+        for pause in &run.pauses {
+            insert_pause(&tx, pause).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn debounce_next_due(&self) -> Result<Option<i64>> {
+        let client = self.client().await?;
+        Ok(query_opt(&client, "SELECT MIN(fire_at) FROM debounces", &[])
+            .await?
+            .and_then(|r| r.try_get(0).ok())
+            .flatten())
+    }
+}
