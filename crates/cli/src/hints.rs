@@ -19,7 +19,10 @@ pub fn hint(code: &str) -> &'static str {
         "SLUICE-1403" => "The expression failed at runtime; check the fields it reads.",
         "SLUICE-2001" => "Check that the database is reachable and not full; sluice retries on its own.",
         "SLUICE-2002" => "Stored data failed to decode: run `sluice doctor` or restore a backup.",
-        "SLUICE-2003" => "Check the --db path (and that no other sluice holds it) and its permissions.",
+        "SLUICE-2003" => {
+            "Check --db: a SQLite path no other sluice holds, with write permission; or a postgres:// URL whose \
+             server is up and reachable, with the right user, password and database."
+        }
         "SLUICE-3001" => "Start the worker, or check the URL and that it is reachable from sluice.",
         "SLUICE-3002" => "The worker answered the sync with an error: read its logs.",
         "SLUICE-3101" => "Check the run id (`sluice runs list`).",

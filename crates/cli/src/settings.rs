@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_protocol::duration::parse_duration;
+use sluice_store::PgOptions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -24,9 +25,30 @@ pub struct ServerArgs {
     /// Port to listen on (default 8288).
     #[arg(short, long, env = "SLUICE_PORT")]
     pub port: Option<u16>,
-    /// Database: a SQLite file path or sqlite://PATH (default ./.sluice/sluice.db).
+    /// Database: a SQLite file path or sqlite://PATH (default ./.sluice/sluice.db), or a
+    /// postgres://USER:PASSWORD@HOST:PORT/DB URL, which several sluice nodes can share.
     #[arg(long, env = "SLUICE_DB")]
     pub db: Option<String>,
+    /// PostgreSQL: connections this node keeps open at most (default 8).
+    #[arg(long, env = "SLUICE_DB_POOL_SIZE")]
+    pub db_pool_size: Option<usize>,
+    /// PostgreSQL: limit for opening one connection (default 10s).
+    #[arg(long, env = "SLUICE_DB_CONNECT_TIMEOUT")]
+    pub db_connect_timeout: Option<String>,
+    /// PostgreSQL: longest one statement may run before the server cancels it (default 30s).
+    #[arg(long, env = "SLUICE_DB_STATEMENT_TIMEOUT")]
+    pub db_statement_timeout: Option<String>,
+    /// PostgreSQL: keep sluice's tables in this schema (created when missing) instead of the
+    /// connection's search_path. Nodes of one cluster use the same schema.
+    #[arg(long, env = "SLUICE_DB_SCHEMA")]
+    pub db_schema: Option<String>,
+    /// How often this node records in the database that it is alive (default 2s).
+    #[arg(long, env = "SLUICE_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<String>,
+    /// A node silent this long is dead: another node releases its leases so its work runs
+    /// elsewhere (default 15s; several heartbeat intervals).
+    #[arg(long, env = "SLUICE_NODE_TIMEOUT")]
+    pub node_timeout: Option<String>,
     /// SDK URLs to sync at start and re-sync while unreachable (repeatable).
     #[arg(short = 'u', long = "sdk-url", env = "SLUICE_SDK_URLS", value_delimiter = ',')]
     pub sdk_urls: Vec<String>,
@@ -76,6 +98,12 @@ pub struct FileSettings {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub db: Option<String>,
+    pub db_pool_size: Option<usize>,
+    pub db_connect_timeout: Option<String>,
+    pub db_statement_timeout: Option<String>,
+    pub db_schema: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub node_timeout: Option<String>,
     #[serde(default)]
     pub sdk_urls: Vec<String>,
     pub signing_key: Option<String>,
@@ -97,7 +125,9 @@ pub struct Settings {
     pub mode: Mode,
     pub host: String,
     pub port: u16,
-    pub db_path: PathBuf,
+    pub db: Database,
+    pub heartbeat_interval: Duration,
+    pub node_timeout: Duration,
     pub sdk_urls: Vec<String>,
     pub signing_keys: Vec<String>,
     pub event_keys: Vec<String>,
@@ -110,6 +140,31 @@ pub struct Settings {
     pub max_request_bytes: usize,
     pub max_inflight: usize,
     pub test_clock: bool,
+}
+
+/// Where state lives.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// One SQLite file, one sluice process (it holds `<file>.lock`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database that several sluice nodes may share.
+    Postgres { url: String, options: PgOptions },
+}
+
+impl Database {
+    /// For messages: the path, or the URL without its password (and the schema, when set).
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres { url, options } => {
+                let url = sluice_store::postgres::redact_url(url);
+                match &options.schema {
+                    Some(schema) => format!("{url} (schema {schema})"),
+                    None => url,
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,9 +196,41 @@ impl Settings {
         };
         let pick_vec = |a: Vec<String>, f: Vec<String>| if a.is_empty() { f } else { a };
         let db = args.db.or(file.db).unwrap_or_else(|| "./.sluice/sluice.db".into());
-        let db_path = PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(&db));
-        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-            return Err(SettingsError("PostgreSQL is not supported by this build yet; use a SQLite path".into()));
+        let db = if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            let defaults = PgOptions::default();
+            let pool_size = args.db_pool_size.or(file.db_pool_size).unwrap_or(defaults.pool_size);
+            if pool_size == 0 {
+                return Err(SettingsError("db_pool_size: must be at least 1".into()));
+            }
+            let options = PgOptions {
+                pool_size,
+                connect_timeout: duration(
+                    "db_connect_timeout",
+                    args.db_connect_timeout.or(file.db_connect_timeout),
+                    defaults.connect_timeout,
+                )?,
+                statement_timeout: duration(
+                    "db_statement_timeout",
+                    args.db_statement_timeout.or(file.db_statement_timeout),
+                    defaults.statement_timeout,
+                )?,
+                schema: args.db_schema.or(file.db_schema).filter(|s| !s.is_empty()),
+            };
+            Database::Postgres { url: db, options }
+        } else {
+            Database::Sqlite(PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(&db)))
+        };
+        let heartbeat_interval = duration(
+            "heartbeat_interval",
+            args.heartbeat_interval.or(file.heartbeat_interval),
+            Duration::from_secs(2),
+        )?;
+        let node_timeout = duration("node_timeout", args.node_timeout.or(file.node_timeout), Duration::from_secs(15))?;
+        if heartbeat_interval.is_zero() || node_timeout <= heartbeat_interval * 2 {
+            return Err(SettingsError(format!(
+                "node_timeout ({node_timeout:?}) must be more than twice heartbeat_interval ({heartbeat_interval:?}), \
+                 or a live node could be declared dead"
+            )));
         }
         let mut signing_keys = Vec::new();
         signing_keys.extend(args.signing_key.or(file.signing_key));
@@ -169,7 +256,9 @@ impl Settings {
             mode,
             host: args.host.or(file.host).unwrap_or_else(|| "127.0.0.1".into()),
             port: args.port.or(file.port).unwrap_or(8288),
-            db_path,
+            db,
+            heartbeat_interval,
+            node_timeout,
             sdk_urls: pick_vec(args.sdk_urls, file.sdk_urls),
             signing_keys,
             event_keys: if mode == Mode::Dev { vec![] } else { event_keys },
@@ -231,5 +320,58 @@ mod tests {
         std::fs::write(&path, "prot = 1\n").unwrap();
         let args = ServerArgs { config: Some(path), ..Default::default() };
         assert!(Settings::resolve(args, Mode::Dev).is_err());
+    }
+
+    #[test]
+    fn a_postgres_url_is_accepted_with_pool_and_timeout_settings_from_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "db = \"postgres://sluice:pw@db.internal:5432/sluice\"\ndb_pool_size = 20\n\
+             db_statement_timeout = \"5s\"\ndb_schema = \"prod\"\nnode_timeout = \"20s\"\n",
+        )
+        .unwrap();
+        let args =
+            ServerArgs { config: Some(path.clone()), db_connect_timeout: Some("3s".into()), ..Default::default() };
+        let s = Settings::resolve(args, Mode::Dev).unwrap();
+        let Database::Postgres { url, options } = &s.db else { panic!("not postgres: {:?}", s.db) };
+        assert_eq!(url, "postgres://sluice:pw@db.internal:5432/sluice");
+        assert_eq!(options.pool_size, 20);
+        assert_eq!(options.connect_timeout, Duration::from_secs(3));
+        assert_eq!(options.statement_timeout, Duration::from_secs(5));
+        assert_eq!(options.schema.as_deref(), Some("prod"));
+        assert_eq!(s.node_timeout, Duration::from_secs(20));
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(s.db.describe(), "postgres://sluice:***@db.internal:5432/sluice (schema prod)");
+
+        let args = ServerArgs { db: Some("postgresql://h/db".into()), ..Default::default() };
+        let s = Settings::resolve(args, Mode::Dev).unwrap();
+        let Database::Postgres { options, .. } = &s.db else { panic!("not postgres") };
+        assert_eq!((options.pool_size, options.statement_timeout), (8, Duration::from_secs(30)));
+
+        let args = ServerArgs { db: Some("sqlite:///tmp/x.db".into()), ..Default::default() };
+        assert!(
+            matches!(Settings::resolve(args, Mode::Dev).unwrap().db, Database::Sqlite(p) if p == std::path::Path::new("/tmp/x.db"))
+        );
+    }
+
+    #[test]
+    fn cluster_timings_are_checked() {
+        let pg = || Some("postgres://h/db".to_string());
+        let args = ServerArgs { db: pg(), db_pool_size: Some(0), ..Default::default() };
+        assert!(Settings::resolve(args, Mode::Dev).unwrap_err().0.contains("db_pool_size"));
+        let args = ServerArgs { db: pg(), db_statement_timeout: Some("soon".into()), ..Default::default() };
+        assert!(Settings::resolve(args, Mode::Dev).unwrap_err().0.contains("db_statement_timeout"));
+        let args =
+            ServerArgs { heartbeat_interval: Some("5s".into()), node_timeout: Some("8s".into()), ..Default::default() };
+        assert!(Settings::resolve(args, Mode::Dev).unwrap_err().0.contains("node_timeout"));
+        let args = ServerArgs {
+            heartbeat_interval: Some("500ms".into()),
+            node_timeout: Some("3s".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(args, Mode::Dev).unwrap();
+        assert_eq!((s.heartbeat_interval, s.node_timeout), (Duration::from_millis(500), Duration::from_secs(3)));
     }
 }

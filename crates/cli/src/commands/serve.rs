@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use sluice_api::ApiConfig;
 use sluice_engine::{Engine, EngineConfig, OffsetClock, SystemClock};
-use sluice_store::{SqliteStore, Store};
+use sluice_store::{PostgresStore, SqliteStore, Store};
 
 use crate::envelope::report_error;
-use crate::settings::{Mode, ServerArgs, Settings};
+use crate::settings::{Database, Mode, ServerArgs, Settings};
 
 pub async fn run(args: ServerArgs, mode: Mode) -> i32 {
     let command = if mode == Mode::Dev { "dev" } else { "start" };
@@ -32,24 +32,37 @@ fn init_logging() {
         .try_init();
 }
 
-async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
-    // One sluice per SQLite file: SQLite has a single writer, and on start this node releases
-    // every lease it finds, which is only safe when no other node holds any.
-    let lock_path = settings.db_path.with_extension("lock");
-    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| ("SLUICE-2003", format!("{}: {e}", dir.display())))?;
+/// Open the store. SQLite: one sluice per file, held by a lock file, and every lease found is a
+/// leftover of this node's last run, so all are released. PostgreSQL: several nodes share the
+/// database, so no lock and no blanket release (a dead node's leases are released by the others'
+/// sweep once its heartbeat is stale).
+async fn open_store(db: &Database) -> Result<(Arc<dyn Store>, Option<std::fs::File>), (&'static str, String)> {
+    match db {
+        Database::Sqlite(path) => {
+            let lock_path = path.with_extension("lock");
+            if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| ("SLUICE-2003", format!("{}: {e}", dir.display())))?;
+            }
+            let lock = std::fs::File::create(&lock_path)
+                .map_err(|e| ("SLUICE-2003", format!("{}: {e}", lock_path.display())))?;
+            lock.try_lock()
+                .map_err(|_| ("SLUICE-2003", format!("{} is in use by another sluice process", path.display())))?;
+            let store = SqliteStore::open(path).map_err(|e| (e.code(), e.to_string()))?;
+            let released = store.release_all_leases().await.map_err(|e| (e.code(), e.to_string()))?;
+            if released > 0 {
+                tracing::info!(released, "released leases held before the last shutdown; that work runs again");
+            }
+            Ok((Arc::new(store), Some(lock)))
+        }
+        Database::Postgres { url, options } => {
+            let store = PostgresStore::connect(url, options.clone()).await.map_err(|e| (e.code(), e.to_string()))?;
+            Ok((Arc::new(store), None))
+        }
     }
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|e| ("SLUICE-2003", format!("{}: {e}", lock_path.display())))?;
-    lock.try_lock()
-        .map_err(|_| ("SLUICE-2003", format!("{} is in use by another sluice process", settings.db_path.display())))?;
+}
 
-    let store = SqliteStore::open(&settings.db_path).map_err(|e| (e.code(), e.to_string()))?;
-    let released = store.release_all_leases().await.map_err(|e| (e.code(), e.to_string()))?;
-    if released > 0 {
-        tracing::info!(released, "released leases held before the last shutdown; that work runs again");
-    }
-    let store: Arc<dyn Store> = Arc::new(store);
+async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
+    let (store, lock) = open_store(&settings.db).await?;
     let test_clock = settings.test_clock.then(OffsetClock::default);
     let clock: sluice_engine::SharedClock = match &test_clock {
         Some(c) => Arc::new(c.clone()),
@@ -65,6 +78,8 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
         server_kind: if settings.mode == Mode::Dev { "dev" } else { "cloud" },
         max_event_bytes: settings.max_event_bytes,
         resync_interval: settings.poll_interval,
+        heartbeat_interval: settings.heartbeat_interval,
+        node_timeout: settings.node_timeout,
         ..EngineConfig::default()
     };
     let engine = Engine::new(store, engine_config, clock).await.map_err(|e| (e.code(), e.to_string()))?;
@@ -75,11 +90,14 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
         .await
         .map_err(|e| ("SLUICE-5002", format!("cannot listen on {}:{}: {e}", settings.host, settings.port)))?;
     let addr = listener.local_addr().map_err(|e| ("SLUICE-5002", e.to_string()))?;
+    // Registered before the first claim, so a crash right after start is swept by the others too.
+    sluice_engine::cluster::join(&engine).await.map_err(|e| (e.code(), e.to_string()))?;
     let tasks = engine.spawn();
     eprintln!(
-        "sluice {} listening on http://{addr} (state: {}, mode: {})",
+        "sluice {} listening on http://{addr} (state: {}, node: {}, mode: {})",
         env!("CARGO_PKG_VERSION"),
-        settings.db_path.display(),
+        settings.db.describe(),
+        engine.config.node_id,
         if settings.mode == Mode::Dev { "dev" } else { "production" }
     );
     let api_config = ApiConfig {
@@ -96,11 +114,19 @@ async fn serve(settings: Settings) -> Result<(), (&'static str, String)> {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
-        tracing::info!("shutting down: no new work is claimed; leased work resumes on the next start");
+        tracing::info!("shutting down: no new work is claimed; releasing leased work for other nodes");
     };
-    sluice_api::serve(listener, engine, api_config, shutdown).await.map_err(|e| ("SLUICE-5002", e.to_string()))?;
+    sluice_api::serve(listener, engine.clone(), api_config, shutdown)
+        .await
+        .map_err(|e| ("SLUICE-5002", e.to_string()))?;
     for t in tasks {
         t.abort();
+    }
+    // Hand this node's leased work to the other nodes (or the next start) right away.
+    match tokio::time::timeout(std::time::Duration::from_secs(5), sluice_engine::cluster::leave(&engine)).await {
+        Ok(Ok(released)) => tracing::info!(released, "left the cluster; leased work released"),
+        Ok(Err(e)) => tracing::warn!(code = e.code(), error = %e, "could not release this node's leases; they expire"),
+        Err(_) => tracing::warn!("releasing this node's leases timed out; they expire"),
     }
     drop(lock);
     Ok(())
