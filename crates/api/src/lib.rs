@@ -11,6 +11,7 @@
 
 mod auth;
 mod deployments;
+pub mod doctor;
 mod error;
 mod events;
 mod inspect;
@@ -74,6 +75,7 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         .route("/v1/deployments/{id}/status", post(deployments::set_status))
         .route("/v1/deployments/{id}/probe", post(deployments::probe))
         .route("/v1/stats", get(deployments::stats))
+        .route("/v1/doctor", get(doctor::findings))
         // Bodies are read with our own limit so oversize requests get a coded JSON error.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

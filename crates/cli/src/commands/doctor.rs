@@ -182,7 +182,11 @@ fn config_of(c: &Common) -> Result<DoctorConfig, DoctorError> {
     if !c.claim_patterns.is_empty() {
         let redis = c.redis.clone().unwrap_or_else(|| "redis://127.0.0.1:6379".into());
         for pattern in &c.claim_patterns {
-            config.claims.push(ClaimSource { redis: redis.clone(), pattern: pattern.clone(), absent_is_orphaned: true });
+            config.claims.push(ClaimSource {
+                redis: redis.clone(),
+                pattern: pattern.clone(),
+                absent_is_orphaned: true,
+            });
         }
     }
     for e in &c.expects {
@@ -241,7 +245,8 @@ fn sqlite_lock_free(db: &Path) -> Option<String> {
 
 fn actor() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    let host =
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host}")
 }
 
@@ -279,13 +284,17 @@ async fn check(c: &Common, fix: bool, apply: bool) -> Result<(Value, i32), Docto
     let now = now_ms();
     let report = diagnose(o.store.as_ref(), o.diag.as_ref(), &config, now, &o.liveness).await?;
     let suffix = db_suffix(c);
-    let mode = if apply { "apply" } else if fix { "preview" } else { "check" };
+    let mode = if apply {
+        "apply"
+    } else if fix {
+        "preview"
+    } else {
+        "check"
+    };
     let mut result = report_json(&report);
     result["mode"] = json!(mode);
-    let plan: Vec<Value> = report
-        .repairs()
-        .map(|(f, r)| json!({"code": f.code, "subject": f.subject, "repair": r}))
-        .collect();
+    let plan: Vec<Value> =
+        report.repairs().map(|(f, r)| json!({"code": f.code, "subject": f.subject, "repair": r})).collect();
     if fix {
         result["plan"] = json!(plan);
     }
@@ -312,9 +321,15 @@ async fn check(c: &Common, fix: bool, apply: bool) -> Result<(Value, i32), Docto
         let repairable = final_report.repairs().count();
         if repairable > 0 && !apply {
             if !fix {
-                next.push(action(&format!("sluice doctor --fix{suffix}"), &format!("Preview the {repairable} repair(s)")));
+                next.push(action(
+                    &format!("sluice doctor --fix{suffix}"),
+                    &format!("Preview the {repairable} repair(s)"),
+                ));
             }
-            next.push(action(&format!("sluice doctor --fix --apply{suffix}"), "Make the repairs (recorded in the audit log)"));
+            next.push(action(
+                &format!("sluice doctor --fix --apply{suffix}"),
+                "Make the repairs (recorded in the audit log)",
+            ));
         }
         for f in final_report.findings.iter().take(5) {
             match (f.code, &f.run_id) {
@@ -392,8 +407,11 @@ async fn undo(c: &Common, audit_id: &str) -> Result<(Value, i32), DoctorError> {
     let o = open(c).await?;
     let ex = executor(c, &o).await;
     let result = ex.undo(audit_id, now_ms()).await?;
-    Ok((json!({"ok": true, "command": "sluice doctor undo", "result": result, "next_actions": [
-        action(&format!("sluice doctor{}", db_suffix(c)), "Diagnose again")]}), 0))
+    Ok((
+        json!({"ok": true, "command": "sluice doctor undo", "result": result, "next_actions": [
+        action(&format!("sluice doctor{}", db_suffix(c)), "Diagnose again")]}),
+        0,
+    ))
 }
 
 /// The human rendering: one block per finding, then the summary.
@@ -432,7 +450,11 @@ fn print_text(envelope: &Value) {
     for f in report["findings"].as_array().into_iter().flatten() {
         println!("{:<22} {}", f["code"].as_str().unwrap_or(""), f["message"].as_str().unwrap_or(""));
         if let Some(rep) = f["repair"].as_object() {
-            println!("  repair: {} ({})", rep["action"].as_str().unwrap_or(""), rep["description"].as_str().unwrap_or(""));
+            println!(
+                "  repair: {} ({})",
+                rep["action"].as_str().unwrap_or(""),
+                rep["description"].as_str().unwrap_or("")
+            );
         }
         if let Some(fix) = f["fix"].as_str().filter(|s| !s.is_empty()) {
             println!("  fix: {fix}");
@@ -444,4 +466,14 @@ fn print_text(envelope: &Value) {
     for a in envelope["next_actions"].as_array().into_iter().flatten() {
         eprintln!("next: {}  # {}", a["command"].as_str().unwrap_or(""), a["description"].as_str().unwrap_or(""));
     }
+}
+
+/// What `GET /v1/doctor` diagnoses on a running server: its own store, with the doctor settings
+/// from `SLUICE_DOCTOR_CONFIG` or `./sluice-doctor.toml` (defaults when absent or invalid).
+pub fn api_source(store: &SqliteStore) -> sluice_api::doctor::DoctorSource {
+    let config = DoctorConfig::discover(None).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "doctor settings ignored; GET /v1/doctor uses the defaults");
+        DoctorConfig::default()
+    });
+    sluice_api::doctor::DoctorSource { store: Arc::new(store.clone()), diag: Arc::new(store.clone()), config }
 }
