@@ -470,10 +470,10 @@ fn print_text(envelope: &Value) {
 
 /// What `GET /v1/doctor` diagnoses on a running server: its own store, with the doctor settings
 /// from `SLUICE_DOCTOR_CONFIG` or `./sluice-doctor.toml` (defaults when absent or invalid).
-pub fn api_source(store: &SqliteStore) -> sluice_api::doctor::DoctorSource {
+pub fn api_source<S: Store + Diagnostics + Clone>(store: S) -> sluice_api::doctor::DoctorSource {
     let config = DoctorConfig::discover(None).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "doctor settings ignored; GET /v1/doctor uses the defaults");
         DoctorConfig::default()
     });
-    sluice_api::doctor::DoctorSource { store: Arc::new(store.clone()), diag: Arc::new(store.clone()), config }
+    sluice_api::doctor::DoctorSource { store: Arc::new(store.clone()), diag: Arc::new(store), config }
 }

@@ -52,10 +52,12 @@ async fn open_store(db: &Database) -> Result<(Arc<dyn Store>, Option<std::fs::Fi
             if released > 0 {
                 tracing::info!(released, "released leases held before the last shutdown; that work runs again");
             }
+            sluice_api::doctor::install(crate::commands::doctor::api_source(store.clone()));
             Ok((Arc::new(store), Some(lock)))
         }
         Database::Postgres { url, options } => {
             let store = PostgresStore::connect(url, options.clone()).await.map_err(|e| (e.code(), e.to_string()))?;
+            sluice_api::doctor::install(crate::commands::doctor::api_source(store.clone()));
             Ok((Arc::new(store), None))
         }
     }
