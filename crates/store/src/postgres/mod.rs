@@ -182,8 +182,9 @@ async fn ingest_in<C: GenericClient>(tx: &C, items: &[IngestItem]) -> Result<Vec
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let now = item.record.received_at;
-        if let Some(key) = &item.dedup_key {
-            if let Some(row) = query_opt(tx, queries::events::DEDUP_LIVE, &[key, &now]).await? {
+        let dedup_key = item.dedup_key.as_deref().map(pg_text);
+        if let Some(key) = &dedup_key {
+            if let Some(row) = query_opt(tx, queries::events::DEDUP_LIVE, &[&key.as_ref(), &now]).await? {
                 out.push(duplicate(row.try_get(0)?));
                 continue;
             }
@@ -193,14 +194,15 @@ async fn ingest_in<C: GenericClient>(tx: &C, items: &[IngestItem]) -> Result<Vec
             out.push(duplicate(item.record.id.clone()));
             continue;
         }
-        if let Some(key) = &item.dedup_key {
+        if let Some(key) = &dedup_key {
+            let key = key.as_ref();
             let claimed =
-                query_opt(tx, queries::events::DEDUP_CLAIM, &[key, &item.record.id, &item.dedup_until, &now]).await?;
+                query_opt(tx, queries::events::DEDUP_CLAIM, &[&key, &item.record.id, &item.dedup_until, &now]).await?;
             if claimed.is_none() {
                 // Another node stored an event with this client id since DEDUP_LIVE: the earlier
                 // one wins, exactly as if it had been seen above.
                 execute(tx, queries::events::DELETE, &[&item.record.id]).await?;
-                let holder = query_opt(tx, queries::events::DEDUP_HOLDER, &[key]).await?;
+                let holder = query_opt(tx, queries::events::DEDUP_HOLDER, &[&key]).await?;
                 let event_id = match holder {
                     Some(row) => row.try_get(0)?,
                     None => return Err(StoreError::Database(format!("client id {key:?} vanished while claimed"))),
@@ -209,7 +211,8 @@ async fn ingest_in<C: GenericClient>(tx: &C, items: &[IngestItem]) -> Result<Vec
                 continue;
             }
         }
-        if query_opt(tx, queries::pauses::ANY_FOR_EVENT, &[&item.record.event.name]).await?.is_some() {
+        if query_opt(tx, queries::pauses::ANY_FOR_EVENT, &[&pg_text(&item.record.event.name).as_ref()]).await?.is_some()
+        {
             enqueue_item(tx, &match_pauses_item(&item.record.id, now)).await?;
         }
         let mut run_ids = Vec::new();
@@ -234,6 +237,50 @@ async fn ingest_in<C: GenericClient>(tx: &C, items: &[IngestItem]) -> Result<Vec
     Ok(out)
 }
 
+/// PostgreSQL text cannot hold NUL ("invalid byte sequence for encoding UTF8: 0x00"), which
+/// sluice's keys use as a separator (`name\0id`, `idem\0fn\0key`, …) and event names or ids may
+/// contain. Such text is stored with U+0001 as an escape character: NUL as U+0001 '0' and U+0001
+/// as U+0001 '1'. Text with neither is stored as it is. Write keys through this and read them back
+/// through [`from_pg_text`]; a key read from the table may be passed back unchanged.
+pub(crate) fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\0', '\u{1}']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        match c {
+            '\0' => out.push_str("\u{1}0"),
+            '\u{1}' => out.push_str("\u{1}1"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The inverse of [`pg_text`].
+pub(crate) fn from_pg_text(s: String) -> String {
+    if !s.contains('\u{1}') {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\u{1}') {
+            (_, true) => match chars.next() {
+                Some('0') => out.push('\0'),
+                Some('1') => out.push('\u{1}'),
+                Some(other) => {
+                    out.push('\u{1}');
+                    out.push(other);
+                }
+                None => out.push('\u{1}'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
 /// A `LIMIT` parameter: PostgreSQL refuses a negative one, which `usize::MAX as i64` would be.
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -255,7 +302,9 @@ async fn acquire_guards<C: GenericClient>(tx: &C, run_id: &str, guards: &[RunGua
         let mut taken = false;
         for key in &g.keys {
             let release_on_end = i32::from(g.release_on_end);
-            let params: [&(dyn ToSql + Sync); 5] = [key, &run_id, &g.expires_at, &release_on_end, &now];
+            let key = pg_text(key);
+            let key = key.as_ref();
+            let params: [&(dyn ToSql + Sync); 5] = [&key, &run_id, &g.expires_at, &release_on_end, &now];
             if query_opt(tx, queries::guards::CLAIM, &params).await?.is_some() {
                 taken = true;
                 break;
@@ -284,7 +333,7 @@ async fn insert_pause<C: GenericClient>(tx: &C, p: &PauseRecord) -> Result<()> {
             &p.run_id,
             &p.kind.as_str(),
             &p.step_id,
-            &p.event_name,
+            &pg_text(&p.event_name).as_ref(),
             &p.expression,
             &p.match_key,
             &p.trigger_event.to_string(),
@@ -298,13 +347,14 @@ async fn insert_pause<C: GenericClient>(tx: &C, p: &PauseRecord) -> Result<()> {
 
 /// Returns false when an event with this id is already stored.
 async fn insert_event<C: GenericClient>(tx: &C, e: &EventRecord) -> Result<bool> {
-    let client_id = if e.event.id.is_empty() { None } else { Some(e.event.id.as_str()) };
+    let client_id = if e.event.id.is_empty() { None } else { Some(pg_text(&e.event.id)) };
+    let client_id = client_id.as_deref();
     let inserted = execute(
         tx,
         queries::events::INSERT,
         &[
             &e.id,
-            &e.event.name,
+            &pg_text(&e.event.name).as_ref(),
             &serde_json::to_string(&e.event)?,
             &e.event.ts,
             &e.received_at,
@@ -452,6 +502,8 @@ impl Store for PostgresStore {
 
     async fn list_events(&self, name: Option<&str>, limit: usize) -> Result<Vec<EventRecord>> {
         let client = self.client().await?;
+        let name = name.map(pg_text);
+        let name = name.as_deref();
         rows(&query(&client, queries::events::LIST, &[&name, &sql_limit(limit)]).await?, event_from_row)
     }
 
@@ -584,7 +636,7 @@ impl Store for PostgresStore {
 
     async fn pauses_for_event(&self, event_name: &str) -> Result<Vec<PauseRecord>> {
         let client = self.client().await?;
-        rows(&query(&client, queries::pauses::FOR_EVENT, &[&event_name]).await?, pause_from_row)
+        rows(&query(&client, queries::pauses::FOR_EVENT, &[&pg_text(event_name).as_ref()]).await?, pause_from_row)
     }
 
     async fn pauses_for_run(&self, run_id: &str) -> Result<Vec<PauseRecord>> {
@@ -594,7 +646,7 @@ impl Store for PostgresStore {
 
     async fn guard_holder(&self, key: &str, now: i64) -> Result<Option<String>> {
         let client = self.client().await?;
-        query_opt(&client, queries::guards::HOLDER, &[&key, &now])
+        query_opt(&client, queries::guards::HOLDER, &[&pg_text(key).as_ref(), &now])
             .await?
             .map(|r| r.try_get(0))
             .transpose()

@@ -103,7 +103,7 @@ pub fn pause_from_row(r: &Row) -> Result<PauseRecord> {
         run_id: r.try_get(1)?,
         kind,
         step_id: r.try_get(3)?,
-        event_name: r.try_get(4)?,
+        event_name: super::from_pg_text(r.try_get(4)?),
         expression: r.try_get(5)?,
         match_key: r.try_get(6)?,
         trigger_event: serde_json::from_str(r.try_get(7)?)?,

@@ -292,3 +292,64 @@ fn redact_url_hides_passwords_in_every_spelling() {
         assert_eq!(redact_url(url), shown, "{url}");
     }
 }
+
+/// PostgreSQL text cannot hold NUL, which sluice's keys use as a separator (`name\0client id`,
+/// `idem\0fn\0key`) and event names may contain: such text is escaped on the way in and out.
+#[tokio::test]
+async fn keys_and_names_with_nul_are_stored_and_matched() {
+    let Some(pg) = backend() else { return };
+    let store = pg.open().await;
+    let mut first = ingest_one("e1", "r1", Some("test/e\0client-1"), 1_000);
+    first.record.event.name = "odd\0name\u{1}".into();
+    first.runs[0].guards =
+        vec![RunGuard { keys: vec!["idem\0fn\0k".into()], expires_at: 50_000, release_on_end: false }];
+    let out = store.ingest(vec![first]).await.unwrap();
+    assert_eq!(out[0].run_ids, vec!["r1".to_string()]);
+    // The same client id is a duplicate; another one (differing after the NUL) is not.
+    let again = store.ingest(vec![ingest_one("e2", "r2", Some("test/e\0client-1"), 2_000)]).await.unwrap();
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].event_id, "e1");
+    let other = store.ingest(vec![ingest_one("e3", "r3", Some("test/e\0client-2"), 2_000)]).await.unwrap();
+    assert!(!other[0].duplicate);
+    assert_eq!(store.guard_holder("idem\0fn\0k", 2_000).await.unwrap().as_deref(), Some("r1"));
+    assert_eq!(store.guard_holder("idem\0fn\u{1}0k", 2_000).await.unwrap(), None, "the escape is not ambiguous");
+    let listed = store.list_events(Some("odd\0name\u{1}"), 10).await.unwrap();
+    assert_eq!(listed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1"]);
+    assert_eq!(listed[0].event.name, "odd\0name\u{1}");
+
+    let mut p = PauseRecord {
+        id: "p1".into(),
+        run_id: "r1".into(),
+        kind: PauseKind::WaitForEvent,
+        step_id: Some("wait".into()),
+        event_name: "wait\0for".into(),
+        expression: None,
+        match_key: None,
+        trigger_event: serde_json::json!({}),
+        expires_at: 60_000,
+        created_at: 1_000,
+    };
+    let run = store.get_run("r1").await.unwrap().unwrap();
+    let commit = Commit {
+        run_id: "r1".into(),
+        run: Some(run.clone()),
+        expected_rev: run.rev,
+        new_pauses: vec![p.clone()],
+        ..Default::default()
+    };
+    assert!(matches!(store.commit(commit).await.unwrap(), CommitOutcome::Applied { .. }));
+    let found = store.pauses_for_event("wait\0for").await.unwrap();
+    p.trigger_event = found[0].trigger_event.clone();
+    assert_eq!(found, vec![p]);
+    drop(store);
+    pg.clean_up().await;
+}
+
+#[test]
+fn the_nul_escape_round_trips() {
+    for s in ["", "plain", "a\0b", "\u{1}", "\u{1}0", "\0\u{1}\0", "x\u{1}", "é\0ü"] {
+        assert_eq!(from_pg_text(pg_text(s).into_owned()), s, "{s:?}");
+        assert!(!pg_text(s).contains('\0'));
+    }
+    assert!(matches!(pg_text("plain"), std::borrow::Cow::Borrowed(_)));
+}
