@@ -193,3 +193,22 @@ async fn a_kill_9_loses_no_sleep_wait_debounce_or_throttled_run() {
     assert_eq!(worker.count(&sleeping, "sleeper", "before"), 1);
     assert_eq!(worker.count(&sleeping, "sleeper", "after"), 1);
 }
+
+#[tokio::test]
+async fn batch_events_run_once_per_full_batch_and_flush_partial_batches_at_the_timeout() {
+    let (sluice, _worker) = dev_with_ts_worker().await;
+    for n in 0..5 {
+        sluice.send("test/batch", json!({"n": n})).await;
+    }
+    let runs = eventually("a full batch and a flushed partial one", DEADLINE, || async {
+        let runs = sluice.runs_of("ts-app-batched").await;
+        (runs.len() == 2 && runs.iter().all(|r| r["status"] == "Completed")).then_some(runs)
+    })
+    .await;
+    let mut outputs: Vec<Value> = runs.iter().map(|r| r["output"].clone()).collect();
+    outputs.sort_by_key(|o| o["ns"][0].as_i64());
+    assert_eq!(outputs[0], json!({"count": 3, "ns": [0, 1, 2]}));
+    assert_eq!(outputs[1], json!({"count": 2, "ns": [3, 4]}));
+    let full = runs.iter().find(|r| r["output"]["count"] == 3).unwrap();
+    assert_eq!(full["event_ids"].as_array().unwrap().len(), 3);
+}

@@ -83,12 +83,35 @@ pub fn debounce_spec(engine: &Engine, config: &FunctionConfig, event: &Value) ->
     Some((format!("deb\0{}\0{key}", config.id), period, timeout))
 }
 
-/// Apply throttle, priority and debounce to freshly built runs before they are stored.
-/// Debounced runs are taken out and recorded as pending debounces once their event is stored.
-pub async fn shape_runs(
-    engine: &Engine,
-    items: &mut [sluice_store::IngestItem],
-) -> Result<Vec<(String, String, String, i64, Option<i64>)>, EngineError> {
+/// `batchEvents`: (key, max size, timeout) when this event joins a batch (its `if`, when set, holds).
+pub fn batch_spec(engine: &Engine, config: &FunctionConfig, event: &Value) -> Option<(String, u32, i64)> {
+    let b = config.extra.get("batchEvents")?;
+    let max_size = b.get("maxSize").and_then(Value::as_u64)?.clamp(1, 10_000) as u32;
+    let timeout = b.get("timeout").and_then(Value::as_str).and_then(|t| parse_duration(t).ok()).unwrap_or(60_000);
+    if let Some(cond) = b.get("if").and_then(Value::as_str) {
+        let matches = engine
+            .registry
+            .exprs()
+            .get(cond)
+            .map(|e| e.matches(&Vars { event: Some(event), ..Default::default() }))
+            .unwrap_or(false);
+        if !matches {
+            return None;
+        }
+    }
+    let key = eval_key(engine.registry.exprs(), b.get("key").and_then(Value::as_str), event)?;
+    Some((format!("batch\0{}\0{key}", config.id), max_size, timeout))
+}
+
+/// Runs held back from creation: they start later, from the stored event.
+pub enum Deferred {
+    Debounce { key: String, function_id: String, event_id: String, period: i64, timeout: Option<i64> },
+    Batch { key: String, function_id: String, event_id: String, max_size: u32, timeout: i64 },
+}
+
+/// Apply throttle, priority, debounce and batching to freshly built runs before they are stored.
+/// Debounced and batched runs are taken out and recorded once their event is stored.
+pub async fn shape_runs(engine: &Engine, items: &mut [sluice_store::IngestItem]) -> Result<Vec<Deferred>, EngineError> {
     let now = engine.now();
     let mut debounces = Vec::new();
     for item in items.iter_mut() {
@@ -101,7 +124,13 @@ pub async fn shape_runs(
             };
             let config = f.config();
             if let Some((key, period, timeout)) = debounce_spec(engine, config, &event) {
-                debounces.push((key, config.id.clone(), item.record.id.clone(), period, timeout));
+                let (function_id, event_id) = (config.id.clone(), item.record.id.clone());
+                debounces.push(Deferred::Debounce { key, function_id, event_id, period, timeout });
+                continue;
+            }
+            if let Some((key, max_size, timeout)) = batch_spec(engine, config, &event) {
+                let (function_id, event_id) = (config.id.clone(), item.record.id.clone());
+                debounces.push(Deferred::Batch { key, function_id, event_id, max_size, timeout });
                 continue;
             }
             if let Some(start) = throttled_start(engine, config, &event, now).await? {
@@ -126,6 +155,25 @@ pub async fn fire_due_debounces(engine: &Arc<Engine>) -> Result<usize, EngineErr
         let Some(event) = engine.store.get_event(&pending.event_id).await? else { continue };
         let new_run = crate::ingest::new_run(&engine.registry, &f, &event.event.to_sdk_json(&event.id), &event.id, now);
         if engine.store.debounce_fire(&pending, new_run).await? {
+            fired += 1;
+        }
+    }
+    if fired > 0 {
+        engine.notify_work();
+    }
+    Ok(fired)
+}
+
+/// Fire every batch that is full or past its timeout: one run with all its events.
+pub async fn fire_due_batches(engine: &Arc<Engine>) -> Result<usize, EngineError> {
+    let now = engine.now();
+    let mut fired = 0;
+    for batch in engine.store.batch_due(now, 100).await? {
+        let Some(f) = engine.registry.function(&batch.function_id) else { continue };
+        let Some(first) = batch.event_ids.first() else { continue };
+        let Some(event) = engine.store.get_event(first).await? else { continue };
+        let new_run = crate::ingest::new_run(&engine.registry, &f, &event.event.to_sdk_json(&event.id), &event.id, now);
+        if engine.store.batch_fire(&batch.key, &batch.id, new_run).await? {
             fired += 1;
         }
     }

@@ -54,6 +54,8 @@ pub struct Engine {
     /// URLs given with `-u` (dev) that are synced at start and re-synced while unreachable.
     pub(crate) watched_urls: std::sync::Mutex<Vec<String>>,
     /// Normalised URLs being synced as staged deployments (not activated on register).
+    /// Woken when a batch may have filled up.
+    batch_wake: Notify,
     pub(crate) staged_urls: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The last register per normalised URL, so a sync can confirm what the SDK registered.
     pub(crate) recent_syncs: std::sync::Mutex<std::collections::HashMap<String, (sync::RegisterReply, i64)>>,
@@ -81,6 +83,7 @@ impl Engine {
             work: Notify::new(),
             watched_urls: Default::default(),
             staged_urls: Default::default(),
+            batch_wake: Notify::new(),
             recent_syncs: Default::default(),
         });
         engine.load_registry().await?;
@@ -130,11 +133,26 @@ impl Engine {
         let mut items = items;
         let debounces = flow::shape_runs(self, &mut items).await?;
         let outcomes = self.store.ingest(items).await?;
-        // Debounces are recorded once their events are durable; a duplicate event re-arms nothing.
-        for (key, function_id, event_id, period, timeout) in debounces {
-            if outcomes.iter().any(|o| o.event_id == event_id && !o.duplicate) {
-                self.store.debounce_push(&key, &function_id, &event_id, period, timeout, now).await?;
+        // Debounces and batches are recorded once their events are durable; a duplicate event
+        // re-arms nothing.
+        let mut batched = false;
+        for deferred in debounces {
+            match deferred {
+                flow::Deferred::Debounce { key, function_id, event_id, period, timeout } => {
+                    if outcomes.iter().any(|o| o.event_id == event_id && !o.duplicate) {
+                        self.store.debounce_push(&key, &function_id, &event_id, period, timeout, now).await?;
+                    }
+                }
+                flow::Deferred::Batch { key, function_id, event_id, max_size, timeout } => {
+                    if outcomes.iter().any(|o| o.event_id == event_id && !o.duplicate) {
+                        self.store.batch_push(&key, &function_id, &event_id, max_size, timeout, now).await?;
+                        batched = true;
+                    }
+                }
             }
+        }
+        if batched {
+            self.batch_wake.notify_one();
         }
         self.notify_work();
         Ok(IngestResult {
@@ -215,17 +233,23 @@ impl Engine {
     }
 }
 
-/// Fires debounces when they come due (they live in their own table, not the queue, because each
-/// new event moves their fire time).
+/// Fires debounces and batches when they come due (they live in their own tables, not the queue,
+/// because each new event moves or fills them).
 async fn run_debounce_loop(engine: Arc<Engine>) {
     loop {
         if let Err(e) = flow::fire_due_debounces(&engine).await {
             tracing::warn!(code = e.code(), error = %e, "firing debounces failed; retrying");
         }
+        if let Err(e) = flow::fire_due_batches(&engine).await {
+            tracing::warn!(code = e.code(), error = %e, "firing batches failed; retrying");
+        }
         let wait = match engine.store.debounce_next_due().await {
             Ok(Some(at)) => (at - engine.now()).clamp(20, 250),
             _ => 250,
         };
-        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(wait as u64)) => {}
+            _ = engine.batch_wake.notified() => {}
+        }
     }
 }

@@ -257,22 +257,18 @@ async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(
     result
 }
 
-/// Every slot of a concurrency key is taken: put the item back, to be claimed again shortly.
-/// No attempt is used; the run is not touched.
+/// Every slot of a concurrency key is taken: snooze the item briefly. It keeps its `available_at`,
+/// so waiting items are claimed again in their original (FIFO, priority-adjusted) order; the
+/// snooze is a lease with no owner. No attempt is used and the run is not touched.
 async fn wait_for_slot(engine: &Arc<Engine>, item: QueueItem) -> Result<(), EngineError> {
     const SLOT_POLL_MS: i64 = 100;
-    let retry = QueueItem {
-        available_at: engine.now() + SLOT_POLL_MS,
-        lease_owner: None,
-        lease_expires_at: None,
-        ..item.clone()
-    };
+    let snoozed = QueueItem { lease_owner: None, lease_expires_at: Some(engine.now() + SLOT_POLL_MS), ..item.clone() };
     engine
         .store
         .commit(Commit {
             run_id: item.run_id.clone(),
             done_item: Some(item.id.clone()),
-            enqueue: vec![retry],
+            enqueue: vec![snoozed],
             ..Default::default()
         })
         .await?;

@@ -21,8 +21,37 @@ pub struct PendingDebounce {
     pub fire_at: i64,
 }
 
+/// A batch of events being collected for one run (`batchEvents`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingBatch {
+    pub key: String,
+    /// Identifies this filling of the key (a fired batch's key starts a new one).
+    pub id: String,
+    pub function_id: String,
+    pub event_ids: Vec<String>,
+    pub max_size: u32,
+    pub fire_at: i64,
+}
+
 #[async_trait]
 pub trait FlowStore: Send + Sync {
+    /// Add an event to the key's batch (starting one, due at `now + timeout_ms`, if none).
+    /// Returns the batch after the push; it is due when full or at its fire time.
+    async fn batch_push(
+        &self,
+        key: &str,
+        function_id: &str,
+        event_id: &str,
+        max_size: u32,
+        timeout_ms: i64,
+        now: i64,
+    ) -> Result<PendingBatch>;
+    /// Batches that are full or past their fire time.
+    async fn batch_due(&self, now: i64, limit: usize) -> Result<Vec<PendingBatch>>;
+    /// Fire a batch: in one transaction remove it (if it is still the same filling) and create
+    /// its run, whose `event_ids` become the batch's events. Returns whether it fired.
+    async fn batch_fire(&self, key: &str, batch_id: &str, run: crate::records::NewRun) -> Result<bool>;
+
     /// Take one slot of every limit for `holder` until `until`, or none. Slots whose holder no
     /// longer holds a live lease, or that expired, do not count.
     async fn try_acquire_slots(&self, limits: &[SlotLimit], holder: &str, until: i64, now: i64) -> Result<bool>;

@@ -24,7 +24,7 @@ pub use cluster::{Cluster, NodeRecord, StepDuplicate, SweepOutcome, WorkSignal, 
 pub use deployments::{DeploymentRecord, DeploymentStore};
 pub use diagnostics::Diagnostics;
 pub use error::{Result, StoreError};
-pub use flow::{FlowStore, PendingDebounce, SlotLimit};
+pub use flow::{FlowStore, PendingBatch, PendingDebounce, SlotLimit};
 pub use postgres::{PgOptions, PostgresStore};
 pub use records::*;
 pub use sqlite::SqliteStore;

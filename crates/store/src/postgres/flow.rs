@@ -5,11 +5,108 @@ use async_trait::async_trait;
 
 use super::{enqueue_item, execute, insert_pause, insert_run, query, query_opt, PostgresStore};
 use crate::error::Result;
-use crate::flow::{FlowStore, PendingDebounce, SlotLimit};
+use crate::flow::{FlowStore, PendingBatch, PendingDebounce, SlotLimit};
 use crate::records::NewRun;
+
+fn batch_from_row(r: &tokio_postgres::Row) -> Result<PendingBatch> {
+    let ids: String = r.try_get(3)?;
+    Ok(PendingBatch {
+        key: r.try_get(0)?,
+        id: r.try_get(1)?,
+        function_id: r.try_get(2)?,
+        event_ids: serde_json::from_str(&ids)?,
+        max_size: r.try_get::<_, i32>(4)? as u32,
+        fire_at: r.try_get(5)?,
+    })
+}
 
 #[async_trait]
 impl FlowStore for PostgresStore {
+    async fn batch_push(
+        &self,
+        key: &str,
+        function_id: &str,
+        event_id: &str,
+        max_size: u32,
+        timeout_ms: i64,
+        now: i64,
+    ) -> Result<PendingBatch> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]).await?;
+        let existing = query_opt(
+            &tx,
+            "SELECT key, id, function_id, event_ids, max_size, fire_at FROM batches WHERE key = $1",
+            &[&key],
+        )
+        .await?
+        .as_ref()
+        .map(batch_from_row)
+        .transpose()?;
+        let mut batch = existing.unwrap_or(PendingBatch {
+            key: key.to_string(),
+            id: format!("{key}\0{now}"),
+            function_id: function_id.to_string(),
+            event_ids: vec![],
+            max_size,
+            fire_at: now + timeout_ms,
+        });
+        if !batch.event_ids.iter().any(|e| e == event_id) {
+            batch.event_ids.push(event_id.to_string());
+        }
+        let ids = serde_json::to_string(&batch.event_ids)?;
+        execute(
+            &tx,
+            "INSERT INTO batches (key, id, function_id, event_ids, size, max_size, fire_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (key) DO UPDATE SET event_ids = excluded.event_ids, size = excluded.size",
+            &[&batch.key, &batch.id, &batch.function_id, &ids, &(batch.event_ids.len() as i32), &(batch.max_size as i32), &batch.fire_at],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(batch)
+    }
+
+    async fn batch_due(&self, now: i64, limit: usize) -> Result<Vec<PendingBatch>> {
+        let client = self.client().await?;
+        let limit = limit.min(10_000) as i64;
+        query(
+            &client,
+            "SELECT key, id, function_id, event_ids, max_size, fire_at FROM batches
+             WHERE fire_at <= $1 OR size >= max_size ORDER BY fire_at LIMIT $2",
+            &[&now, &limit],
+        )
+        .await?
+        .iter()
+        .map(batch_from_row)
+        .collect()
+    }
+
+    async fn batch_fire(&self, key: &str, batch_id: &str, mut run: NewRun) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let ids: Option<String> =
+            query_opt(&tx, "DELETE FROM batches WHERE key = $1 AND id = $2 RETURNING event_ids", &[&key, &batch_id])
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+        let Some(ids) = ids else { return Ok(false) };
+        let ids: Vec<String> = serde_json::from_str(&ids)?;
+        if let Some(first) = ids.first() {
+            run.run.event_id = first.clone();
+        }
+        run.run.event_ids = ids;
+        insert_run(&tx, &run.run).await?;
+        enqueue_item(&tx, &run.first_item).await?;
+        for extra in &run.extra_items {
+            enqueue_item(&tx, extra).await?;
+        }
+        for pause in &run.pauses {
+            insert_pause(&tx, pause).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn try_acquire_slots(&self, limits: &[SlotLimit], holder: &str, until: i64, now: i64) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_doctor.sql")),
     (5, include_str!("../../migrations/postgres/0005_deployments.sql")),
     (6, include_str!("../../migrations/postgres/0006_flow_control.sql")),
+    (7, include_str!("../../migrations/postgres/0007_batches.sql")),
 ];
 
 /// A transaction left open this long (a stuck node) is ended by the server, releasing its locks.

@@ -6,11 +6,115 @@ use rusqlite::{params, OptionalExtension};
 use super::rows::{enqueue_item, insert_pause, insert_run};
 use super::SqliteStore;
 use crate::error::Result;
-use crate::flow::{FlowStore, PendingDebounce, SlotLimit};
+use crate::flow::{FlowStore, PendingBatch, PendingDebounce, SlotLimit};
 use crate::records::NewRun;
+
+fn batch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingBatch> {
+    let ids: String = r.get(3)?;
+    Ok(PendingBatch {
+        key: r.get(0)?,
+        id: r.get(1)?,
+        function_id: r.get(2)?,
+        event_ids: serde_json::from_str(&ids).unwrap_or_default(),
+        max_size: r.get::<_, i64>(4)? as u32,
+        fire_at: r.get(5)?,
+    })
+}
 
 #[async_trait]
 impl FlowStore for SqliteStore {
+    async fn batch_push(
+        &self,
+        key: &str,
+        function_id: &str,
+        event_id: &str,
+        max_size: u32,
+        timeout_ms: i64,
+        now: i64,
+    ) -> Result<PendingBatch> {
+        let (key, function_id, event_id) = (key.to_string(), function_id.to_string(), event_id.to_string());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let existing = tx
+                .query_row(
+                    "SELECT key, id, function_id, event_ids, max_size, fire_at FROM batches WHERE key = ?1",
+                    params![key],
+                    batch_from_row,
+                )
+                .optional()?;
+            let mut batch = existing.unwrap_or(PendingBatch {
+                key: key.clone(),
+                id: format!("{key}\0{now}"),
+                function_id: function_id.clone(),
+                event_ids: vec![],
+                max_size,
+                fire_at: now + timeout_ms,
+            });
+            if !batch.event_ids.contains(&event_id) {
+                batch.event_ids.push(event_id);
+            }
+            tx.execute(
+                "INSERT INTO batches (key, id, function_id, event_ids, size, max_size, fire_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (key) DO UPDATE SET event_ids = excluded.event_ids, size = excluded.size",
+                params![
+                    batch.key,
+                    batch.id,
+                    batch.function_id,
+                    serde_json::to_string(&batch.event_ids)?,
+                    batch.event_ids.len() as i64,
+                    batch.max_size as i64,
+                    batch.fire_at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(batch)
+        })
+        .await
+    }
+
+    async fn batch_due(&self, now: i64, limit: usize) -> Result<Vec<PendingBatch>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT key, id, function_id, event_ids, max_size, fire_at FROM batches
+                 WHERE fire_at <= ?1 OR size >= max_size ORDER BY fire_at LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit as i64], batch_from_row)?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn batch_fire(&self, key: &str, batch_id: &str, mut run: NewRun) -> Result<bool> {
+        let (key, batch_id) = (key.to_string(), batch_id.to_string());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let ids: Option<String> = tx
+                .query_row(
+                    "DELETE FROM batches WHERE key = ?1 AND id = ?2 RETURNING event_ids",
+                    params![key, batch_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(ids) = ids else { return Ok(false) };
+            let ids: Vec<String> = serde_json::from_str(&ids)?;
+            if let Some(first) = ids.first() {
+                run.run.event_id = first.clone();
+            }
+            run.run.event_ids = ids;
+            insert_run(&tx, &run.run)?;
+            enqueue_item(&tx, &run.first_item)?;
+            for extra in &run.extra_items {
+                enqueue_item(&tx, extra)?;
+            }
+            for pause in &run.pauses {
+                insert_pause(&tx, pause)?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn try_acquire_slots(&self, limits: &[SlotLimit], holder: &str, until: i64, now: i64) -> Result<bool> {
         let (limits, holder) = (limits.to_vec(), holder.to_string());
         self.with_conn(move |conn| {

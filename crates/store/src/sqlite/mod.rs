@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/0004_doctor.sql")),
     (5, include_str!("../../migrations/0005_deployments.sql")),
     (6, include_str!("../../migrations/0006_flow_control.sql")),
+    (7, include_str!("../../migrations/0007_batches.sql")),
 ];
 
 #[derive(Clone)]
