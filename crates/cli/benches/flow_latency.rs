@@ -63,7 +63,7 @@ async fn main() {
         (started >= keys).then_some(())
     })
     .await;
-    let busy = sample(&sluice, &worker, "busy", samples).await;
+    let busy = sample(&sluice, &worker, "under-load", samples).await;
 
     println!("flow_latency: event-to-run-start, {samples} samples each");
     println!("  idle runtime:                p50 {:>4} ms  p95 {:>4} ms", pct(&idle, 0.5), pct(&idle, 0.95));

@@ -150,3 +150,16 @@ async fn rate_limit_skips_events_over_the_limit() {
     assert_eq!(with_runs, 2, "limit 2 per minute");
     assert_eq!(sluice.runs_of("ts-app-rate-limited").await.len(), 2);
 }
+
+#[tokio::test]
+async fn timeouts_start_cancels_a_run_that_could_not_start_in_time() {
+    let (sluice, worker) = dev_with_ts_worker().await;
+    let first = sluice.send("test/start.timeout", json!({"n": 1, "ms": 3000})).await;
+    let first = sluice.run_of_event(&first).await;
+    worker.wait_effect("the first run holding the only slot", |e| e["run"] == first.as_str()).await;
+    let second = sluice.send("test/start.timeout", json!({"n": 2})).await;
+    let second = sluice.run_of_event(&second).await;
+    sluice.wait_status(&second, "Cancelled").await;
+    assert_eq!(sluice.wait_status(&first, "Completed").await["output"], json!({"n": 1}));
+    assert!(worker.effects().iter().all(|e| e["run"] != second.as_str()), "the cancelled run never ran a step");
+}
