@@ -38,8 +38,8 @@ struct Common {
     #[arg(long, env = "SLUICE_DB", global = true)]
     db: Option<String>,
     /// PostgreSQL schema holding sluice's tables (when not the connection's default).
-    #[arg(long, env = "SLUICE_PG_SCHEMA", global = true)]
-    pg_schema: Option<String>,
+    #[arg(long, env = "SLUICE_DB_SCHEMA", global = true)]
+    db_schema: Option<String>,
     /// The running sluice's API, used for repairs the engine must make (cancel, re-sync).
     #[arg(long, env = "SLUICE_API_URL", default_value = "http://127.0.0.1:8288", global = true)]
     api: String,
@@ -58,6 +58,9 @@ struct Common {
     /// How far back emitted events and chains are checked (default 24h).
     #[arg(long, global = true)]
     lookback: Option<String>,
+    /// A node whose heartbeat is older than this is dead (multi-node stores; default 60s).
+    #[arg(long, global = true)]
+    node_timeout: Option<String>,
     /// Redis holding application claims (with --claim-pattern).
     #[arg(long, global = true)]
     redis: Option<String>,
@@ -179,6 +182,9 @@ fn config_of(c: &Common) -> Result<DoctorConfig, DoctorError> {
     if let Some(s) = &c.lookback {
         config.lookback = parse(s).map_err(|e| DoctorError::Config(format!("--lookback: {e}")))?;
     }
+    if let Some(s) = &c.node_timeout {
+        config.node_timeout = parse(s).map_err(|e| DoctorError::Config(format!("--node-timeout: {e}")))?;
+    }
     if !c.claim_patterns.is_empty() {
         let redis = c.redis.clone().unwrap_or_else(|| "redis://127.0.0.1:6379".into());
         for pattern in &c.claim_patterns {
@@ -205,7 +211,7 @@ fn config_of(c: &Common) -> Result<DoctorConfig, DoctorError> {
 async fn open(c: &Common) -> Result<Opened, DoctorError> {
     let db = c.db.clone().unwrap_or_else(|| "./.sluice/sluice.db".into());
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        let options = PgOptions { pool_size: 2, schema: c.pg_schema.clone(), ..Default::default() };
+        let options = PgOptions { pool_size: 2, schema: c.db_schema.clone(), ..Default::default() };
         let store = PostgresStore::connect(&db, options).await?;
         return Ok(Opened {
             store: Arc::new(store.clone()),
