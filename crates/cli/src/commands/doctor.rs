@@ -163,6 +163,7 @@ pub fn hint(code: &str) -> &'static str {
         "SLUICE-6001" => "Fix the doctor configuration value named in the message.",
         "SLUICE-6002" => "Check that the claim source (Redis) is reachable at the configured URL.",
         "SLUICE-6003" => "The engine refused the repair; read the message, then retry or repair by hand.",
+        "SLUICE-6004" => "Start sluice with `sluice dev` or `sluice start`; they set the doctor up.",
         "SLUICE-6101" => "Use --older-than of at least 5m, or pass --allow-young if you are sure.",
         "SLUICE-6102" => "Narrow the sweep (fewer --function, a larger --older-than) or raise --max.",
         "SLUICE-6103" => "Free disk space or pass --backup-dir to a writable directory; nothing was changed.",
