@@ -1,6 +1,9 @@
 //! End-to-end harness: real `sluice` processes, real SDK worker processes (npm `inngest`, PyPI
 //! `inngest`) over real HTTP, state in a real SQLite file, crashes by real SIGKILL.
 //! Waiting is always "poll until true, with a deadline", never a bare sleep.
+//!
+//! `SLUICE_TEST_BACKEND=postgres` runs the same tests on PostgreSQL: each `Sluice` gets a fresh
+//! schema (dropped with it) in `SLUICE_TEST_PG_URL` (default postgres://postgres@127.0.0.1:5432/test).
 
 #![allow(dead_code)]
 
@@ -12,6 +15,40 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub const DEADLINE: Duration = Duration::from_secs(45);
+
+/// Whether sluice processes store their state in PostgreSQL (`SLUICE_TEST_BACKEND=postgres`).
+pub fn postgres_backend() -> bool {
+    std::env::var("SLUICE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+pub fn pg_url() -> String {
+    std::env::var("SLUICE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A schema name no other test (of this or another process) uses.
+pub fn fresh_schema() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("sluice_e2e_{}_{nanos}_{n}", std::process::id())
+}
+
+/// Drop a PostgreSQL schema (from sync code too: on its own thread and runtime).
+pub fn drop_schema(schema: &str) {
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    let result = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.batch_execute(&sql).await
+        })
+    })
+    .join();
+    if let Ok(Err(e)) = result {
+        eprintln!("could not drop schema {schema}: {e}");
+    }
+}
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -53,6 +90,8 @@ pub struct Sluice {
     /// Signing key for API calls (production mode).
     pub signing_key: Option<String>,
     pub event_key: String,
+    /// PostgreSQL backend: the schema this sluice uses, and whether it is dropped with it.
+    pub schema: Option<(String, bool)>,
 }
 
 pub struct SluiceOptions {
@@ -61,6 +100,8 @@ pub struct SluiceOptions {
     pub env: Vec<(String, String)>,
     pub signing_key: Option<String>,
     pub event_key: String,
+    /// PostgreSQL backend: share this schema (several nodes of one cluster) instead of a fresh one.
+    pub db_schema: Option<String>,
 }
 
 impl Default for SluiceOptions {
@@ -71,6 +112,7 @@ impl Default for SluiceOptions {
             env: vec![],
             signing_key: None,
             event_key: "test-key".into(),
+            db_schema: None,
         }
     }
 }
@@ -96,6 +138,10 @@ impl Sluice {
             env: o.env,
             signing_key: o.signing_key,
             event_key: o.event_key,
+            schema: postgres_backend().then(|| match o.db_schema {
+                Some(shared) => (shared, false),
+                None => (fresh_schema(), true),
+            }),
         };
         s.spawn();
         s.wait_healthy().await;
@@ -114,12 +160,18 @@ impl Sluice {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("sluice.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.arg(self.mode)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--db")
-            .arg(self.db_path())
-            .args(&self.args)
+        cmd.arg(self.mode).arg("--port").arg(self.port.to_string()).arg("--db");
+        match &self.schema {
+            // A node restarted after a kill is a new node: the dead one's leases are released by
+            // the sweep once its heartbeat is older than the node timeout, kept short here.
+            Some((schema, _)) => cmd
+                .arg(pg_url())
+                .env("SLUICE_DB_SCHEMA", schema)
+                .env("SLUICE_HEARTBEAT_INTERVAL", "250ms")
+                .env("SLUICE_NODE_TIMEOUT", "2s"),
+            None => cmd.arg(self.db_path()),
+        };
+        cmd.args(&self.args)
             .env("SLUICE_LOG", "info,sluice_engine=debug")
             .env_remove("SLUICE_SIGNING_KEY")
             .env_remove("SLUICE_CONFIG")
@@ -275,6 +327,9 @@ impl Sluice {
 impl Drop for Sluice {
     fn drop(&mut self) {
         self.kill9();
+        if let Some((schema, true)) = &self.schema {
+            drop_schema(schema);
+        }
     }
 }
 

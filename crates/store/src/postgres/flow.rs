@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 
-use super::{enqueue_item, execute, insert_pause, insert_run, query, query_opt, PostgresStore};
+// Keys hold NUL separators, which PostgreSQL text cannot: written through `pg_text`, read back
+// through `from_pg_text`.
+use super::{enqueue_item, execute, from_pg_text, insert_pause, insert_run, pg_text, query, query_opt, PostgresStore};
 use crate::error::Result;
 use crate::flow::{FlowStore, PendingBatch, PendingDebounce, SlotLimit};
 use crate::records::NewRun;
@@ -11,8 +13,8 @@ use crate::records::NewRun;
 fn batch_from_row(r: &tokio_postgres::Row) -> Result<PendingBatch> {
     let ids: String = r.try_get(3)?;
     Ok(PendingBatch {
-        key: r.try_get(0)?,
-        id: r.try_get(1)?,
+        key: from_pg_text(r.try_get(0)?),
+        id: from_pg_text(r.try_get(1)?),
         function_id: r.try_get(2)?,
         event_ids: serde_json::from_str(&ids)?,
         max_size: r.try_get::<_, i32>(4)? as u32,
@@ -33,11 +35,13 @@ impl FlowStore for PostgresStore {
     ) -> Result<PendingBatch> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]).await?;
+        let stored_key = pg_text(key);
+        let stored_key = stored_key.as_ref();
+        execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&stored_key]).await?;
         let existing = query_opt(
             &tx,
             "SELECT key, id, function_id, event_ids, max_size, fire_at FROM batches WHERE key = $1",
-            &[&key],
+            &[&stored_key],
         )
         .await?
         .as_ref()
@@ -59,7 +63,7 @@ impl FlowStore for PostgresStore {
             &tx,
             "INSERT INTO batches (key, id, function_id, event_ids, size, max_size, fire_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (key) DO UPDATE SET event_ids = excluded.event_ids, size = excluded.size",
-            &[&batch.key, &batch.id, &batch.function_id, &ids, &(batch.event_ids.len() as i32), &(batch.max_size as i32), &batch.fire_at],
+            &[&stored_key, &pg_text(&batch.id).as_ref(), &batch.function_id, &ids, &(batch.event_ids.len() as i32), &(batch.max_size as i32), &batch.fire_at],
         )
         .await?;
         tx.commit().await?;
@@ -82,6 +86,8 @@ impl FlowStore for PostgresStore {
     }
 
     async fn batch_fire(&self, key: &str, batch_id: &str, mut run: NewRun) -> Result<bool> {
+        let (key, batch_id) = (pg_text(key), pg_text(batch_id));
+        let (key, batch_id) = (key.as_ref(), batch_id.as_ref());
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let ids: Option<String> =
@@ -112,7 +118,7 @@ impl FlowStore for PostgresStore {
         let tx = client.transaction().await?;
         for l in limits {
             // One writer per concurrency key at a time.
-            execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&l.key]).await?;
+            execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&pg_text(&l.key).as_ref()]).await?;
         }
         execute(
             &tx,
@@ -125,7 +131,7 @@ impl FlowStore for PostgresStore {
             let held: i64 = query_opt(
                 &tx,
                 "SELECT COUNT(*) FROM concurrency_slots WHERE key = $1 AND holder <> $2",
-                &[&l.key, &holder],
+                &[&pg_text(&l.key).as_ref(), &holder],
             )
             .await?
             .map(|r| r.try_get(0))
@@ -140,7 +146,7 @@ impl FlowStore for PostgresStore {
                 &tx,
                 "INSERT INTO concurrency_slots (key, holder, expires_at) VALUES ($1, $2, $3)
                  ON CONFLICT (key, holder) DO UPDATE SET expires_at = excluded.expires_at",
-                &[&l.key, &holder, &until],
+                &[&pg_text(&l.key).as_ref(), &holder, &until],
             )
             .await?;
         }
@@ -155,6 +161,8 @@ impl FlowStore for PostgresStore {
     }
 
     async fn throttle_reserve(&self, key: &str, interval_ms: i64, tolerance_ms: i64, now: i64) -> Result<i64> {
+        let key = pg_text(key);
+        let key = key.as_ref();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]).await?;
@@ -183,6 +191,8 @@ impl FlowStore for PostgresStore {
         timeout_ms: Option<i64>,
         now: i64,
     ) -> Result<i64> {
+        let key = pg_text(key);
+        let key = key.as_ref();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]).await?;
@@ -219,7 +229,7 @@ impl FlowStore for PostgresStore {
         rows.iter()
             .map(|r| {
                 Ok(PendingDebounce {
-                    key: r.try_get(0)?,
+                    key: from_pg_text(r.try_get(0)?),
                     function_id: r.try_get(1)?,
                     event_id: r.try_get(2)?,
                     first_at: r.try_get(3)?,
@@ -235,7 +245,7 @@ impl FlowStore for PostgresStore {
         let removed = execute(
             &tx,
             "DELETE FROM debounces WHERE key = $1 AND event_id = $2 AND fire_at = $3",
-            &[&pending.key, &pending.event_id, &pending.fire_at],
+            &[&pg_text(&pending.key).as_ref(), &pending.event_id, &pending.fire_at],
         )
         .await?;
         if removed == 0 {
