@@ -9,6 +9,8 @@
 //!    orphans   ─▶ our own leases on items no task of ours is working on (a store error mid-item,
 //!                 a claim whose answer was lost in a blip) released, so they run again soon
 //!                 instead of at lease expiry
+//!    registry  ─▶ apps / functions / deployments changed in the store (another node synced an
+//!                 app): reloaded; also before a run's unknown function is declared removed
 //!  wake-ups: store work signals (PostgreSQL LISTEN sluice_work) ─▶ worker woken
 //! ```
 //! Lease expiry (call timeout + 60 s) stays the safety net for everything above. On SQLite the
@@ -65,6 +67,34 @@ impl Drop for InFlight {
 fn in_flight(node_id: &str) -> Vec<String> {
     let all = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
     all.get(node_id).map(|items| items.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// The registry version each node (of this process) last loaded.
+static REGISTRY_VERSIONS: LazyLock<Mutex<HashMap<String, Vec<i64>>>> = LazyLock::new(Default::default);
+
+/// Reload the in-memory registry when another node changed apps, functions or deployments in the
+/// store since this node last looked. Returns whether it reloaded.
+pub(crate) async fn refresh_registry(engine: &Engine) -> Result<bool, EngineError> {
+    let node = &engine.config.node_id;
+    // Read before loading: a change racing the load is seen (again) next time, never missed.
+    let version = engine.store.registry_version().await?;
+    let known = REGISTRY_VERSIONS.lock().unwrap_or_else(|p| p.into_inner()).get(node) == Some(&version);
+    if known {
+        return Ok(false);
+    }
+    engine.load_registry().await?;
+    REGISTRY_VERSIONS.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone(), version);
+    Ok(true)
+}
+
+/// A run whose function this node does not know may have been created from a sync on another node
+/// moments ago: look in the store before the worker declares the function removed.
+pub(crate) async fn know_function_of(engine: &Engine, run: &sluice_store::RunRecord) {
+    if engine.registry.function_for_run(run).is_none() {
+        if let Err(e) = refresh_registry(engine).await {
+            tracing::warn!(code = e.code(), error = %e, "reloading the function registry failed");
+        }
+    }
 }
 
 fn ms(d: Duration) -> i64 {
@@ -142,6 +172,11 @@ async fn heartbeats(engine: Arc<Engine>) {
             }
         }
         release_orphans(&engine, now).await;
+        match refresh_registry(&engine).await {
+            Ok(true) => tracing::debug!("function registry reloaded: apps or functions changed in the store"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(code = e.code(), error = %e, "reloading the function registry failed"),
+        }
     }
 }
 

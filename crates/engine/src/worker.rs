@@ -213,6 +213,7 @@ where
 }
 
 async fn call(engine: &Arc<Engine>, run: RunRecord, item: QueueItem) -> Result<(), EngineError> {
+    crate::cluster::know_function_of(engine, &run).await;
     let Some(function) = engine.registry.function_for_run(&run) else {
         let error = json!({"name": "SluiceError", "code": run_codes::FUNCTION_REMOVED,
             "message": format!("function {} is no longer registered by its app", run.function_id)});

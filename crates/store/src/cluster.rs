@@ -79,6 +79,16 @@ impl Drop for WorkSignals {
     }
 }
 
+/// The registry fingerprint: row count, latest and summed `updated_at` of each registry table
+/// (portable SQL, the same on both backends).
+pub(crate) const REGISTRY_VERSION_SQL: &str = "SELECT
+    (SELECT COUNT(*) FROM apps), (SELECT COALESCE(MAX(updated_at), 0) FROM apps),
+    (SELECT CAST(COALESCE(SUM(updated_at % 1000000007), 0) AS BIGINT) FROM apps),
+    (SELECT COUNT(*) FROM functions), (SELECT COALESCE(MAX(updated_at), 0) FROM functions),
+    (SELECT CAST(COALESCE(SUM(updated_at % 1000000007), 0) AS BIGINT) FROM functions),
+    (SELECT COUNT(*) FROM deployments), (SELECT COALESCE(MAX(updated_at), 0) FROM deployments),
+    (SELECT CAST(COALESCE(SUM(updated_at % 1000000007), 0) AS BIGINT) FROM deployments)";
+
 /// How long a listener waits before reconnecting, doubling from `min` up to `max`.
 pub(crate) fn reconnect_backoff(failures: u32) -> Duration {
     let min = Duration::from_millis(250);
@@ -106,6 +116,9 @@ pub trait Cluster: Send + Sync {
     async fn leave(&self, node_id: &str) -> Result<u64>;
     /// Discarded results of steps already stored, oldest first.
     async fn step_duplicates(&self, run_id: &str) -> Result<Vec<StepDuplicate>>;
+    /// Changes whenever an app, function or deployment is written (by any node): nodes compare it
+    /// to reload their in-memory registry after another node synced an app.
+    async fn registry_version(&self) -> Result<Vec<i64>>;
     /// Start listening for other nodes' "work queued" signals. `None`: the backend has no other
     /// nodes to hear from (SQLite).
     fn work_signals(&self) -> Option<WorkSignals>;
@@ -126,7 +139,8 @@ pub(crate) mod suite {
                 sweeping_releases_only_the_leases_of_stale_nodes,
                 orphaned_leases_are_released_but_in_flight_and_fresh_ones_kept,
                 leaving_releases_the_leases_and_forgets_the_node,
-                a_step_stored_twice_keeps_the_first_result_and_records_the_loser
+                a_step_stored_twice_keeps_the_first_result_and_records_the_loser,
+                the_registry_version_changes_with_every_app_or_function_write
             );
         };
         (@tests $backend:expr; $($name:ident),* $(,)?) => {
@@ -279,5 +293,38 @@ pub(crate) mod suite {
             }]
         );
         assert!(store.step_duplicates("r2").await.unwrap().is_empty());
+    }
+
+    pub async fn the_registry_version_changes_with_every_app_or_function_write(b: &impl Backend) {
+        let store = b.open().await;
+        let app = |at: i64| AppRecord {
+            id: "app".into(),
+            url: "http://localhost:3000/api/inngest".into(),
+            normalized_url: "http://localhost:3000/api/inngest".into(),
+            framework: None,
+            sdk: None,
+            deploy_id: None,
+            app_version: None,
+            config_hash: "h".into(),
+            status: AppStatus::Synced,
+            last_error: None,
+            synced_at: Some(at),
+            updated_at: at,
+        };
+        let function = |at: i64| {
+            let config = serde_json::from_value(json!({"id": "app-f", "triggers": [{"event": "test/e"}]})).unwrap();
+            FunctionRecord { id: "app-f".into(), app_id: "app".into(), name: "f".into(), config, updated_at: at }
+        };
+        let empty = store.registry_version().await.unwrap();
+        assert_eq!(empty, store.registry_version().await.unwrap(), "stable while nothing changes");
+        store.upsert_app(app(1_000), vec![function(1_000)]).await.unwrap();
+        let synced = store.registry_version().await.unwrap();
+        assert_ne!(synced, empty);
+        // The same app synced again later (same config) is still a change another node must see.
+        store.upsert_app(app(2_000), vec![function(2_000)]).await.unwrap();
+        let resynced = store.registry_version().await.unwrap();
+        assert_ne!(resynced, synced);
+        store.set_app_status("app", AppStatus::Unreachable, Some("down".into()), 3_000).await.unwrap();
+        assert_ne!(store.registry_version().await.unwrap(), resynced);
     }
 }

@@ -283,3 +283,61 @@ async fn other_nodes_work_wakes_this_one_over_the_store_signals() {
         b.clean_up().await;
     }
 }
+
+/// An app synced through another node reaches this node's registry: by the heartbeat loop, and at
+/// once when a run needs a function this node has not seen yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_synced_on_another_node_are_loaded_from_the_store() {
+    for b in backends().await {
+        let node = engine(&b.store, "node-stale", |c| c.heartbeat_interval = Duration::from_millis(50)).await;
+        let now = node.now();
+        let app = |at: i64| sluice_store::AppRecord {
+            id: "app".into(),
+            url: "http://127.0.0.1:1/api/inngest".into(),
+            normalized_url: "http://127.0.0.1:1/api/inngest".into(),
+            framework: None,
+            sdk: None,
+            deploy_id: None,
+            app_version: None,
+            config_hash: format!("h{at}"),
+            status: sluice_store::AppStatus::Synced,
+            last_error: None,
+            synced_at: Some(at),
+            updated_at: at,
+        };
+        let function = |id: &str, at: i64| {
+            let config = serde_json::from_value(json!({"id": id, "triggers": [{"event": "test/steps"}]})).unwrap();
+            sluice_store::FunctionRecord {
+                id: id.into(),
+                app_id: "app".into(),
+                name: id.into(),
+                config,
+                updated_at: at,
+            }
+        };
+        // Another node syncs while this one is not looking: only the store knows.
+        b.store.upsert_app(app(now), vec![function("app-steps", now)]).await.unwrap();
+        assert!(node.registry.function("app-steps").is_none());
+        let mut stale_run = queued_run("r1", "r1:c:a", now).runs.remove(0).run;
+        know_function_of(&node, &stale_run).await;
+        assert!(node.registry.function("app-steps").is_some(), "{}: loaded for the run", b.name);
+        assert!(!refresh_registry(&node).await.unwrap(), "{}: nothing changed since", b.name);
+
+        let task = tokio::spawn(run(node.clone()));
+        b.store
+            .upsert_app(app(now + 1), vec![function("app-steps", now + 1), function("app-more", now + 1)])
+            .await
+            .unwrap();
+        let registry = node.clone();
+        wait_until("the heartbeat loop to load the new function", Duration::from_secs(10), async || {
+            registry.registry.function("app-more").is_some()
+        })
+        .await;
+        stale_run.function_id = "app-unknown".into();
+        know_function_of(&node, &stale_run).await;
+        assert!(node.registry.function("app-unknown").is_none());
+        task.abort();
+        drop(node);
+        b.clean_up().await;
+    }
+}

@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{describe, execute, query, PostgresStore};
-use crate::cluster::{reconnect_backoff, Cluster, NodeRecord, StepDuplicate, SweepOutcome, WorkSignal, WorkSignals};
+use crate::cluster::{
+    reconnect_backoff, Cluster, NodeRecord, StepDuplicate, SweepOutcome, WorkSignal, WorkSignals, REGISTRY_VERSION_SQL,
+};
 use crate::error::Result;
 
 pub(super) const CHANNEL: &str = "sluice_work";
@@ -135,6 +137,12 @@ impl Cluster for PostgresStore {
             });
         }
         Ok(out)
+    }
+
+    async fn registry_version(&self) -> Result<Vec<i64>> {
+        let client = self.client().await?;
+        let row = client.query_one(REGISTRY_VERSION_SQL, &[]).await?;
+        (0..9).map(|i| row.try_get(i).map_err(Into::into)).collect()
     }
 
     fn work_signals(&self) -> Option<WorkSignals> {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
 use super::SqliteStore;
-use crate::cluster::{Cluster, NodeRecord, StepDuplicate, SweepOutcome, WorkSignals};
+use crate::cluster::{Cluster, NodeRecord, StepDuplicate, SweepOutcome, WorkSignals, REGISTRY_VERSION_SQL};
 use crate::error::Result;
 
 fn heartbeat(conn: &Connection, node_id: &str, started_at: i64, now: i64) -> Result<bool> {
@@ -112,6 +112,13 @@ impl Cluster for SqliteStore {
                 out.push(StepDuplicate { run_id, step_id, value: serde_json::from_str(&value)?, received_at });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn registry_version(&self) -> Result<Vec<i64>> {
+        self.with_conn(|conn| {
+            Ok(conn.query_row(REGISTRY_VERSION_SQL, [], |r| (0..9).map(|i| r.get::<_, i64>(i)).collect())?)
         })
         .await
     }
