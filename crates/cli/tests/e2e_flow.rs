@@ -212,3 +212,28 @@ async fn batch_events_run_once_per_full_batch_and_flush_partial_batches_at_the_t
     let full = runs.iter().find(|r| r["output"]["count"] == 3).unwrap();
     assert_eq!(full["event_ids"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn priority_runs_higher_priority_work_first() {
+    // One call at a time, so the order in which due work is claimed is the order it runs.
+    let sluice = Sluice::dev_with(&["--max-inflight", "1"]).await;
+    let worker = Worker::ts(&sluice, &[("FUNCTIONS", "prioritized")]).await;
+    sluice.sync(&worker.url()).await;
+    let blocker = sluice.send("test/priority", json!({"label": "blocker", "priority": 0, "ms": 1500})).await;
+    let blocker = sluice.run_of_event(&blocker).await;
+    worker.wait_effect("the blocker running", |e| e["run"] == blocker.as_str()).await;
+    for label in ["low-1", "low-2", "low-3"] {
+        sluice.send("test/priority", json!({"label": label, "priority": 0})).await;
+    }
+    sluice.send("test/priority", json!({"label": "high", "priority": 300})).await;
+    eventually("all five runs", DEADLINE, || async {
+        let runs = sluice.runs_of("ts-app-prioritized").await;
+        (runs.len() == 5 && runs.iter().all(|r| r["status"] == "Completed")).then_some(())
+    })
+    .await;
+    let order: Vec<String> =
+        worker.effects().iter().map(|e| e["label"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(order[0], "blocker");
+    assert_eq!(order[1], "high", "the high-priority run went ahead of the earlier low ones: {order:?}");
+    assert_eq!(&order[2..], &["low-1", "low-2", "low-3"], "equal priorities keep FIFO order: {order:?}");
+}
