@@ -39,7 +39,8 @@ macro_rules! conformance_suite {
             events_and_runs_list_newest_first_with_filters,
             pauses_resolve_once_and_events_for_them_are_matched,
             guards_admit_one_run_per_key_until_released_or_expired,
-            deployments_activate_atomically_and_keep_their_function_sets
+            deployments_activate_atomically_and_keep_their_function_sets,
+            flow_state_slots_throttle_debounce_and_batches
         );
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
@@ -596,4 +597,50 @@ pub async fn deployments_activate_atomically_and_keep_their_function_sets(b: &im
     assert_eq!(all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["d1", "d2"]);
     store.set_deployment_status("d2", DeploymentStatus::Retired, 40).await.unwrap();
     assert_eq!(store.get_deployment("d2").await.unwrap().unwrap().status, DeploymentStatus::Retired);
+}
+
+pub async fn flow_state_slots_throttle_debounce_and_batches(b: &impl Backend) {
+    use crate::flow::SlotLimit;
+    let store = b.open().await;
+    // Slots count only holders with a live lease.
+    store.ingest(vec![ingest_one("e1", "r1", None, 1_000)]).await.unwrap();
+    let leased = store.claim_due(1_000, "n1", 60_000, 10).await.unwrap();
+    let holder = leased[0].id.clone();
+    let limit = [SlotLimit { key: "k".into(), limit: 1 }];
+    assert!(store.try_acquire_slots(&limit, &holder, 60_000, 1_000).await.unwrap());
+    assert!(!store.try_acquire_slots(&limit, "other", 60_000, 1_000).await.unwrap(), "the only slot is taken");
+    store.release_slots(&holder).await.unwrap();
+    // "other" holds no lease, so its slot lapses at once; the holder can take it again.
+    assert!(store.try_acquire_slots(&limit, &holder, 60_000, 1_001).await.unwrap());
+
+    // GCRA: one start per 1000 ms, FIFO.
+    assert_eq!(store.throttle_reserve("t", 1_000, 0, 5_000).await.unwrap(), 5_000);
+    assert_eq!(store.throttle_reserve("t", 1_000, 0, 5_000).await.unwrap(), 6_000);
+    assert_eq!(store.throttle_reserve("t", 1_000, 0, 5_100).await.unwrap(), 7_000);
+
+    // Debounce: each push moves the fire time, capped by the timeout from the first push.
+    assert_eq!(store.debounce_push("d", "f", "ev1", 1_000, Some(2_500), 10_000).await.unwrap(), 11_000);
+    assert_eq!(store.debounce_push("d", "f", "ev2", 1_000, Some(2_500), 12_000).await.unwrap(), 12_500);
+    assert!(store.debounce_due(12_499, 10).await.unwrap().is_empty());
+    let due = store.debounce_due(12_500, 10).await.unwrap();
+    assert_eq!(due[0].event_id, "ev2");
+    let mut run = ingest_one("ev2", "rd", None, 12_500).runs.remove(0);
+    run.run.event_id = "ev2".into();
+    assert!(store.debounce_fire(&due[0], run.clone()).await.unwrap());
+    assert!(!store.debounce_fire(&due[0], run).await.unwrap(), "fires once");
+    assert!(store.get_run("rd").await.unwrap().is_some());
+
+    // Batches: a fifth event beyond max size starts the next batch.
+    for (i, ev) in ["b1", "b2", "b3", "b4"].iter().enumerate() {
+        store.batch_push("bk", "f", ev, 3, 5_000, 20_000 + i as i64).await.unwrap();
+    }
+    let due = store.batch_due(20_010, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let run = ingest_one("b1", "rb", None, 20_010).runs.remove(0);
+    assert!(store.batch_fire("bk", &due[0].id, run).await.unwrap());
+    let fired = store.get_run("rb").await.unwrap().unwrap();
+    assert_eq!(fired.event_ids, vec!["b1", "b2", "b3"]);
+    let rest = store.batch_due(30_000, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].event_ids, vec!["b4"]);
 }

@@ -90,13 +90,27 @@ impl FlowStore for PostgresStore {
         let (key, batch_id) = (key.as_ref(), batch_id.as_ref());
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let ids: Option<String> =
-            query_opt(&tx, "DELETE FROM batches WHERE key = $1 AND id = $2 RETURNING event_ids", &[&key, &batch_id])
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-        let Some(ids) = ids else { return Ok(false) };
-        let ids: Vec<String> = serde_json::from_str(&ids)?;
+        let row = query_opt(
+            &tx,
+            "DELETE FROM batches WHERE key = $1 AND id = $2 RETURNING event_ids, max_size, function_id, fire_at",
+            &[&key, &batch_id],
+        )
+        .await?;
+        let Some(row) = row else { return Ok(false) };
+        let (ids, max_size, function_id, fire_at): (String, i32, String, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+        let mut ids: Vec<String> = serde_json::from_str(&ids)?;
+        // Events pushed after the batch filled up start the next batch.
+        let rest = ids.split_off(ids.len().min(max_size.max(1) as usize));
+        if !rest.is_empty() {
+            let rest_json = serde_json::to_string(&rest)?;
+            execute(
+                &tx,
+                "INSERT INTO batches (key, id, function_id, event_ids, size, max_size, fire_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&key, &format!("{batch_id}+"), &function_id, &rest_json, &(rest.len() as i32), &max_size, &fire_at],
+            )
+            .await?;
+        }
         if let Some(first) = ids.first() {
             run.run.event_id = first.clone();
         }

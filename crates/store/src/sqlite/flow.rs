@@ -88,15 +88,23 @@ impl FlowStore for SqliteStore {
         let (key, batch_id) = (key.to_string(), batch_id.to_string());
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let ids: Option<String> = tx
+            let row: Option<(String, i64, String, i64)> = tx
                 .query_row(
-                    "DELETE FROM batches WHERE key = ?1 AND id = ?2 RETURNING event_ids",
+                    "DELETE FROM batches WHERE key = ?1 AND id = ?2 RETURNING event_ids, max_size, function_id, fire_at",
                     params![key, batch_id],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
-            let Some(ids) = ids else { return Ok(false) };
-            let ids: Vec<String> = serde_json::from_str(&ids)?;
+            let Some((ids, max_size, function_id, fire_at)) = row else { return Ok(false) };
+            let mut ids: Vec<String> = serde_json::from_str(&ids)?;
+            // Events pushed after the batch filled up start the next batch.
+            let rest = ids.split_off(ids.len().min(max_size.max(1) as usize));
+            if !rest.is_empty() {
+                tx.execute(
+                    "INSERT INTO batches (key, id, function_id, event_ids, size, max_size, fire_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![key, format!("{batch_id}+"), function_id, serde_json::to_string(&rest)?, rest.len() as i64, max_size, fire_at],
+                )?;
+            }
             if let Some(first) = ids.first() {
                 run.run.event_id = first.clone();
             }
