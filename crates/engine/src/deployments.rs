@@ -11,11 +11,10 @@ use serde_json::{json, Value};
 use sluice_protocol::deployment::DeploymentStatus;
 use sluice_protocol::event::Event;
 use sluice_protocol::function::FunctionConfig;
-use sluice_store::{AppRecord, DeploymentRecord, IngestItem, NewRun, RunFilter, RunRecord, RunState};
+use sluice_store::{AppRecord, DeploymentRecord, RunFilter, RunRecord};
 
 use crate::error::EngineError;
 use crate::registry::DeploymentView;
-use crate::transition::discovery_item;
 use crate::Engine;
 
 /// The event name that triggers a deploy callback-probe function.
@@ -295,33 +294,21 @@ async fn start_probe_run(
         user: json!({}),
         v: None,
     };
-    let run_id = ulid::Ulid::new().to_string();
     let mut item = crate::ingest::ingest_item(&engine.registry, event, event_id, now, None);
     // Only this deployment's probe function runs: not whatever the current deployment matches.
-    item.runs = vec![NewRun {
-        first_item: discovery_item(&run_id, now, 0),
-        pauses: vec![],
-        guards: vec![],
-        extra_items: vec![],
-        run: RunRecord {
-            id: run_id.clone(),
-            function_id: f.id.clone(),
-            app_id: dep.record.app_id.clone(),
-            event_id: event_id.to_string(),
-            event_ids: vec![event_id.to_string()],
-            status: sluice_protocol::run::RunStatus::Queued,
-            state: RunState { max_attempts: 1, deployment_id: Some(dep.record.id.clone()), ..Default::default() },
-            output: None,
-            error: None,
-            parked_reason: None,
-            created_at: now,
-            started_at: None,
-            ended_at: None,
-            updated_at: now,
-            rev: 0,
-        },
-    }];
-    let _: Vec<IngestItem> = vec![];
+    let probe = engine.registry.compile(sluice_store::FunctionRecord {
+        id: f.id.clone(),
+        app_id: dep.record.app_id.clone(),
+        name: f.display_name().to_string(),
+        config: f.clone(),
+        updated_at: now,
+    })?;
+    let sdk_event = item.record.event.to_sdk_json(&item.record.id);
+    let mut new_run = crate::ingest::new_run(&engine.registry, &probe, &sdk_event, &item.record.id, now);
+    new_run.run.state.max_attempts = 1;
+    new_run.run.state.deployment_id = Some(dep.record.id.clone());
+    let run_id = new_run.run.id.clone();
+    item.runs = vec![new_run];
     engine.store.ingest(vec![item]).await?;
     engine.notify_work();
     Ok(ProbeStart::Function { run_id, event_id: event_id.to_string(), function_id: f.id.clone() })

@@ -10,6 +10,19 @@ use crate::error::Result;
 use crate::flow::{FlowStore, PendingBatch, PendingDebounce, SlotLimit};
 use crate::records::NewRun;
 
+/// A run created by a flow-control decision (debounce, batch), with everything it starts with.
+async fn insert_new_run(tx: &deadpool_postgres::Transaction<'_>, run: &NewRun) -> Result<()> {
+    insert_run(tx, &run.run).await?;
+    enqueue_item(tx, &run.first_item).await?;
+    for extra in &run.extra_items {
+        enqueue_item(tx, extra).await?;
+    }
+    for pause in &run.pauses {
+        insert_pause(tx, pause).await?;
+    }
+    Ok(())
+}
+
 fn batch_from_row(r: &tokio_postgres::Row) -> Result<PendingBatch> {
     let ids: String = r.try_get(3)?;
     Ok(PendingBatch {
@@ -115,14 +128,7 @@ impl FlowStore for PostgresStore {
             run.run.event_id = first.clone();
         }
         run.run.event_ids = ids;
-        insert_run(&tx, &run.run).await?;
-        enqueue_item(&tx, &run.first_item).await?;
-        for extra in &run.extra_items {
-            enqueue_item(&tx, extra).await?;
-        }
-        for pause in &run.pauses {
-            insert_pause(&tx, pause).await?;
-        }
+        insert_new_run(&tx, &run).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -265,14 +271,7 @@ impl FlowStore for PostgresStore {
         if removed == 0 {
             return Ok(false);
         }
-        insert_run(&tx, &run.run).await?;
-        enqueue_item(&tx, &run.first_item).await?;
-        for extra in &run.extra_items {
-            enqueue_item(&tx, extra).await?;
-        }
-        for pause in &run.pauses {
-            insert_pause(&tx, pause).await?;
-        }
+        insert_new_run(&tx, &run).await?;
         tx.commit().await?;
         Ok(true)
     }

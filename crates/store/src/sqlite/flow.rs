@@ -9,6 +9,19 @@ use crate::error::Result;
 use crate::flow::{FlowStore, PendingBatch, PendingDebounce, SlotLimit};
 use crate::records::NewRun;
 
+/// A run created by a flow-control decision (debounce, batch), with everything it starts with.
+fn insert_new_run(tx: &rusqlite::Transaction<'_>, run: &NewRun) -> Result<()> {
+    insert_run(tx, &run.run)?;
+    enqueue_item(tx, &run.first_item)?;
+    for extra in &run.extra_items {
+        enqueue_item(tx, extra)?;
+    }
+    for pause in &run.pauses {
+        insert_pause(tx, pause)?;
+    }
+    Ok(())
+}
+
 fn batch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingBatch> {
     let ids: String = r.get(3)?;
     Ok(PendingBatch {
@@ -109,14 +122,7 @@ impl FlowStore for SqliteStore {
                 run.run.event_id = first.clone();
             }
             run.run.event_ids = ids;
-            insert_run(&tx, &run.run)?;
-            enqueue_item(&tx, &run.first_item)?;
-            for extra in &run.extra_items {
-                enqueue_item(&tx, extra)?;
-            }
-            for pause in &run.pauses {
-                insert_pause(&tx, pause)?;
-            }
+            insert_new_run(&tx, &run)?;
             tx.commit()?;
             Ok(true)
         })
@@ -245,14 +251,7 @@ impl FlowStore for SqliteStore {
             if removed == 0 {
                 return Ok(false);
             }
-            insert_run(&tx, &run.run)?;
-            enqueue_item(&tx, &run.first_item)?;
-            for extra in &run.extra_items {
-                enqueue_item(&tx, extra)?;
-            }
-            for pause in &run.pauses {
-                insert_pause(&tx, pause)?;
-            }
+            insert_new_run(&tx, &run)?;
             tx.commit()?;
             Ok(true)
         })
