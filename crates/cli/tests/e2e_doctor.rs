@@ -293,12 +293,8 @@ async fn an_interrupted_finalization_is_found_and_its_finish_events_emitted() {
 
     sluice.restart().await;
     let (_, events) = sluice.get("/v1/events?name=inngest/function.finished").await;
-    let finished: Vec<&Value> = events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["source_run_id"] == run_id.as_str())
-        .collect();
+    let finished: Vec<&Value> =
+        events["data"].as_array().unwrap().iter().filter(|e| e["source_run_id"] == run_id.as_str()).collect();
     assert_eq!(finished.len(), 1, "{events:#}");
     assert_eq!(finished[0]["data"]["result"], "ABC");
     assert_eq!(finished[0]["data"]["run_id"], run_id.as_str());

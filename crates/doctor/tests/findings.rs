@@ -741,8 +741,14 @@ async fn sweep_refuses_unsafe_scopes_backs_up_then_cancels(b: &Backend) {
     for c in &candidates {
         let run = s.get_run(&c.run_id).await.unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Cancelled);
-        let names: Vec<String> =
-            b.diag.events_from_runs(std::slice::from_ref(&c.run_id)).await.unwrap().into_iter().map(|e| e.event.name).collect();
+        let names: Vec<String> = b
+            .diag
+            .events_from_runs(std::slice::from_ref(&c.run_id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.name)
+            .collect();
         assert!(names.contains(&"inngest/function.cancelled".to_string()), "cancelled as a real cancel: {names:?}");
     }
     assert_eq!(s.get_run("other").await.unwrap().unwrap().status, RunStatus::Running);

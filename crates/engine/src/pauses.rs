@@ -104,12 +104,9 @@ pub(crate) async fn run_timeout(engine: &Arc<Engine>, run: &RunRecord, item: &Qu
         // A run counts as started once its first call is in flight, not only once it committed.
         "start" => {
             let now = engine.now();
-            let in_flight = engine
-                .store
-                .items_for_run(&run.id)
-                .await?
-                .iter()
-                .any(|i| i.kind == sluice_store::ItemKind::Call && i.lease_owner.is_some() && i.lease_expires_at > Some(now));
+            let in_flight = engine.store.items_for_run(&run.id).await?.iter().any(|i| {
+                i.kind == sluice_store::ItemKind::Call && i.lease_owner.is_some() && i.lease_expires_at > Some(now)
+            });
             run.status == RunStatus::Queued && !in_flight
         }
         _ => !run.status.is_terminal(),

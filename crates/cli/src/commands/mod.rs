@@ -1,6 +1,6 @@
 pub mod apps;
-pub mod doctor;
 pub mod deploy;
+pub mod doctor;
 pub mod events;
 pub mod runs;
 pub mod serve;
