@@ -13,3 +13,10 @@ fi
 bash fixtures/py-worker/setup.sh
 
 cargo test --workspace --locked "$@"
+
+# The end-to-end suite once more with every sluice process on PostgreSQL (database `test` on
+# 127.0.0.1:5432, or SLUICE_TEST_PG_URL; a fresh schema per sluice), including the cluster tests
+# (several nodes, kill -9 of one, a database restart). SLUICE_SKIP_PG=1 leaves it out.
+if [ "${SLUICE_SKIP_PG:-}" != 1 ]; then
+  SLUICE_TEST_BACKEND=postgres cargo test -p sluice-cli --locked --tests "$@"
+fi
