@@ -132,6 +132,8 @@ pub async fn set_routing(State(state): State<AppState>, Path(app_id): Path<Strin
     let body = body_json(&state, request).await?;
     let policy: RoutingPolicy = serde_json::from_value(body["policy"].clone())
         .map_err(|_| bad_request("SLUICE-4002", "body must be {\"policy\": \"pinned\" | \"auto-upgrade\"}"))?;
+    let name = serde_json::to_value(policy).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    state.engine.store.set_routing_policy(&app_id, &name, state.engine.now()).await?;
     state.engine.registry.set_policy(&app_id, policy);
     Ok(Json(views::wrap(json!({ "app_id": app_id, "policy": policy }), state.engine.now())))
 }

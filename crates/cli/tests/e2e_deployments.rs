@@ -111,3 +111,31 @@ async fn rollback_makes_the_prior_deployment_current_again() {
     let (_, list) = sluice.get("/v1/deployments?app_id=ts-app").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn auto_upgrade_moves_runs_in_flight_to_the_new_deployment_and_survives_a_restart() {
+    let mut sluice = Sluice::dev().await;
+    let v1 = Worker::ts(&sluice, &[("VARIANT", "v1")]).await;
+    sluice.sync(&v1.url()).await;
+    let r = http()
+        .put(format!("{}/v1/apps/ts-app/routing", sluice.url()))
+        .json(&json!({"policy": "auto-upgrade"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The policy is stored: it outlives a crash.
+    sluice.kill9();
+    sluice.restart().await;
+    let ev = sluice.send("test/sleep", json!({"duration": "2s"})).await;
+    let run = sluice.run_of_event(&ev).await;
+    v1.wait_effect("before the sleep on v1", |e| e["run"] == run.as_str() && e["step"] == "before").await;
+    let v2 = Worker::ts(&sluice, &[("VARIANT", "v2")]).await;
+    let staged = stage(&sluice, &v2).await;
+    let v2_id = staged["deployment_id"].as_str().unwrap();
+    let (status, _) = post(&sluice, &format!("/v1/deployments/{v2_id}/activate"), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(sluice.wait_status(&run, "Completed").await["output"], "slept");
+    assert_eq!(v2.count(&run, "sleeper", "after"), 1, "with auto-upgrade the next step ran on v2 while v1 was alive");
+    assert_eq!(v1.count(&run, "sleeper", "after"), 0);
+}

@@ -98,6 +98,11 @@ impl Engine {
         for d in self.store.list_deployments(None).await? {
             self.registry.put_deployment(d);
         }
+        for (app_id, policy) in self.store.routing_policies().await? {
+            if let Ok(p) = serde_json::from_value(Value::String(policy)) {
+                self.registry.set_policy(&app_id, p);
+            }
+        }
         let functions = self.store.list_functions().await?;
         for app in self.store.list_apps().await? {
             let mut compiled = Vec::new();

@@ -43,4 +43,7 @@ pub trait DeploymentStore: Send + Sync {
         now: i64,
     ) -> Result<Option<String>>;
     async fn set_deployment_status(&self, id: &str, status: DeploymentStatus, now: i64) -> Result<()>;
+    /// Per-app routing policies (`pinned` / `auto-upgrade`), as (app id, policy).
+    async fn routing_policies(&self) -> Result<Vec<(String, String)>>;
+    async fn set_routing_policy(&self, app_id: &str, policy: &str, now: i64) -> Result<()>;
 }

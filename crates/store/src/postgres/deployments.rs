@@ -149,4 +149,25 @@ impl DeploymentStore for PostgresStore {
         .await?;
         Ok(())
     }
+
+    async fn routing_policies(&self) -> Result<Vec<(String, String)>> {
+        let client = self.client().await?;
+        query(&client, "SELECT app_id, policy FROM app_routing ORDER BY app_id", &[])
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn set_routing_policy(&self, app_id: &str, policy: &str, now: i64) -> Result<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "INSERT INTO app_routing (app_id, policy, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (app_id) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+            &[&app_id, &policy, &now],
+        )
+        .await?;
+        Ok(())
+    }
 }

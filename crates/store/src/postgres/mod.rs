@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_deployments.sql")),
     (6, include_str!("../../migrations/postgres/0006_flow_control.sql")),
     (7, include_str!("../../migrations/postgres/0007_batches.sql")),
+    (8, include_str!("../../migrations/postgres/0008_app_routing.sql")),
 ];
 
 /// A transaction left open this long (a stuck node) is ended by the server, releasing its locks.

@@ -151,4 +151,26 @@ impl DeploymentStore for SqliteStore {
         })
         .await
     }
+
+    async fn routing_policies(&self) -> Result<Vec<(String, String)>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare("SELECT app_id, policy FROM app_routing ORDER BY app_id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_routing_policy(&self, app_id: &str, policy: &str, now: i64) -> Result<()> {
+        let (app_id, policy) = (app_id.to_string(), policy.to_string());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO app_routing (app_id, policy, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (app_id) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+                params![app_id, policy, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
 }

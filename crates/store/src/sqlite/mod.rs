@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/0005_deployments.sql")),
     (6, include_str!("../../migrations/0006_flow_control.sql")),
     (7, include_str!("../../migrations/0007_batches.sql")),
+    (8, include_str!("../../migrations/0008_app_routing.sql")),
 ];
 
 #[derive(Clone)]
