@@ -70,6 +70,11 @@ pub async fn record_sync(
     app: &AppRecord,
     functions: &[FunctionConfig],
 ) -> Result<SyncedDeployment, EngineError> {
+    // One at a time: two registers of one app at once (the SDK's own register racing a sync)
+    // would both miss `find_deployment` and create two deployments for one identity. (Across
+    // nodes this needs a unique (app_id, identity) in the store.)
+    static RECORDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = RECORDING.lock().await;
     let now = engine.now();
     let identity = identity(app);
     let current = engine.registry.current_deployment(&app.id).and_then(|id| engine.registry.deployment(&id));
