@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The tests of this file start several nodes each, and one restarts the database: one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 fn postgres_only(test: &str) -> bool {
@@ -208,7 +208,7 @@ async fn steps_ran_at_most_until_stored(schema: &SharedSchema, worker: &Worker) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_under_load_lose_nothing_when_one_is_killed() {
-    let _serial = serial();
+    let _serial = serial().await;
     if !postgres_only("three_nodes_under_load_lose_nothing_when_one_is_killed") {
         return;
     }
@@ -311,7 +311,7 @@ impl Drop for DatabaseBackUp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_load_loses_no_acknowledged_event() {
-    let _serial = serial();
+    let _serial = serial().await;
     if !postgres_only("a_database_restart_under_load_loses_no_acknowledged_event") {
         return;
     }
