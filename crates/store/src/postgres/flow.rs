@@ -103,6 +103,9 @@ impl FlowStore for PostgresStore {
         let (key, batch_id) = (key.as_ref(), batch_id.as_ref());
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // The key's lock, as batch_push takes it: else a push that read the batch before this
+        // delete re-inserts it (with the events fired here) when it writes.
+        execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]).await?;
         let row = query_opt(
             &tx,
             "DELETE FROM batches WHERE key = $1 AND id = $2 RETURNING event_ids, max_size, function_id, fire_at",
