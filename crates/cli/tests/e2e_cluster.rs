@@ -78,8 +78,8 @@ async fn db(schema: &SharedSchema) -> tokio_postgres::Client {
 
 /// One TypeScript worker, synced through the first node; returns once every node runs its
 /// functions (each node learns of the sync from the store).
-async fn worker_for(nodes: &[&Sluice]) -> Worker {
-    let worker = Worker::ts(nodes[0], &[]).await;
+async fn worker_for(nodes: &[&Sluice], env: &[(&str, &str)]) -> Worker {
+    let worker = Worker::ts(nodes[0], env).await;
     nodes[0].sync(&worker.url()).await;
     for n in nodes {
         eventually("every node to load the synced functions", DEADLINE, || async {
@@ -93,26 +93,33 @@ async fn worker_for(nodes: &[&Sluice]) -> Worker {
     worker
 }
 
-/// Sends `test/steps` events round-robin to `targets` (which the test may change meanwhile) every
-/// `every`, for `length`; returns the ids of the events a node acknowledged with 200.
+/// Sends `test/steps` events round-robin to `targets` (which the test may change meanwhile), one
+/// every `every` for `length`, without waiting for earlier answers (a send stuck in an outage does
+/// not hold up the next); returns the ids of the events a node acknowledged with 200.
 fn load(targets: Arc<Mutex<Vec<String>>>, length: Duration, every: Duration) -> tokio::task::JoinHandle<Vec<String>> {
     tokio::spawn(async move {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-        let (start, mut acked, mut n) = (Instant::now(), Vec::new(), 0usize);
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let (start, mut sends, mut n) = (Instant::now(), tokio::task::JoinSet::new(), 0usize);
         while start.elapsed() < length {
             let target = {
                 let targets = targets.lock().unwrap();
                 targets[n % targets.len()].clone()
             };
-            let body = json!({"name": "test/steps", "data": {"n": n}});
-            if let Ok(r) = client.post(format!("{target}/e/test-key")).json(&body).send().await {
-                if r.status() == 200 {
-                    let body: Value = r.json().await.unwrap_or(Value::Null);
-                    acked.extend(body["ids"][0].as_str().map(str::to_string));
+            let (client, body) = (client.clone(), json!({"name": "test/steps", "data": {"n": n}}));
+            sends.spawn(async move {
+                let r = client.post(format!("{target}/e/test-key")).json(&body).send().await.ok()?;
+                if r.status() != 200 {
+                    return None;
                 }
-            }
+                let body: Value = r.json().await.ok()?;
+                body["ids"][0].as_str().map(str::to_string)
+            });
             n += 1;
             tokio::time::sleep(every).await;
+        }
+        let mut acked = Vec::new();
+        while let Some(sent) = sends.join_next().await {
+            acked.extend(sent.ok().flatten());
         }
         acked
     })
@@ -162,14 +169,26 @@ async fn all_completed(schema: &SharedSchema, acked: &[String], deadline: Durati
 async fn nothing_left_running(schema: &SharedSchema) {
     let client = db(schema).await;
     let open: Vec<(String, String)> = client
-        .query("SELECT id, status FROM runs WHERE status NOT IN ('Completed', 'Failed', 'Cancelled')", &[])
+        .query(
+            "SELECT id, status FROM runs WHERE function_id = 'ts-app-steps'
+             AND status NOT IN ('Completed', 'Failed', 'Cancelled')",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert!(open.is_empty(), "runs left open: {open:?}");
-    let items: i64 = client.query_one("SELECT count(*) FROM queue WHERE kind = 'call'", &[]).await.unwrap().get(0);
+    let items: i64 = client
+        .query_one(
+            "SELECT count(*) FROM queue WHERE kind = 'call'
+             AND run_id IN (SELECT id FROM runs WHERE function_id = 'ts-app-steps')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(items, 0, "call items left in the queue");
 }
 
@@ -214,7 +233,8 @@ async fn three_nodes_under_load_lose_nothing_when_one_is_killed() {
     }
     let schema = SharedSchema::new();
     let (a, mut victim, c) = (node(&schema).await, node(&schema).await, node(&schema).await);
-    let worker = worker_for(&[&a, &victim, &c]).await;
+    // Also a cron ticking every second: each tick must fire once across the three nodes.
+    let worker = worker_for(&[&a, &victim, &c], &[("CRON_EVERY", "1s")]).await;
     let victim_id = node_id(&victim);
     let client = db(&schema).await;
     let nodes: i64 = client.query_one("SELECT count(*) FROM nodes", &[]).await.unwrap().get(0);
@@ -273,6 +293,39 @@ async fn three_nodes_under_load_lose_nothing_when_one_is_killed() {
     assert!(!live.contains(&victim_id));
     let swept = [&a, &c].iter().any(|n| n.log().contains("nodes stopped heartbeating"));
     assert!(swept, "no surviving node logged the sweep");
+    cron_ticked_once_each(&client, &worker).await;
+}
+
+/// Every tick of the `@every 1s` cron stored one event and started one run, whose step ran for that
+/// tick only, whichever node fired it.
+async fn cron_ticked_once_each(client: &tokio_postgres::Client, worker: &Worker) {
+    let mut events: HashMap<String, usize> = HashMap::new();
+    for r in client.query("SELECT body FROM events WHERE name = 'inngest/scheduled.timer'", &[]).await.unwrap() {
+        let body: Value = serde_json::from_str(r.get::<_, &str>(0)).unwrap();
+        if body["data"]["cron"] == "@every 1s" {
+            *events.entry(body["data"]["scheduledAt"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    let doubled: Vec<_> = events.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "cron ticks stored more than once: {doubled:?}");
+    let runs: Vec<(String, i64)> = client
+        .query("SELECT event_id, count(*) FROM runs WHERE function_id = 'ts-app-cron-every' GROUP BY event_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(runs.iter().all(|(_, n)| *n == 1), "a tick started more than one run: {runs:?}");
+    let mut runs_per_tick: HashMap<String, HashSet<String>> = HashMap::new();
+    for e in worker.effects().into_iter().filter(|e| e["fn"] == "cron-every") {
+        let tick = e["scheduledAt"].as_str().unwrap().to_string();
+        runs_per_tick.entry(tick).or_default().insert(e["run"].as_str().unwrap().to_string());
+    }
+    let doubled: Vec<_> = runs_per_tick.iter().filter(|(_, runs)| runs.len() > 1).collect();
+    assert!(doubled.is_empty(), "a tick ran in more than one run: {doubled:?}");
+    // Ticks all through the test (catch-up after the kill may merge a few).
+    assert!(events.len() >= 4, "only {} ticks fired", events.len());
+    eprintln!("{} cron ticks, each stored and run once", events.len());
 }
 
 /// The local cluster's version directory (`/etc/postgresql/<version>/main`), if this machine has one.
@@ -322,7 +375,7 @@ async fn a_database_restart_under_load_loses_no_acknowledged_event() {
     let _back_up = DatabaseBackUp(version.clone());
     let schema = SharedSchema::new();
     let (a, b) = (node(&schema).await, node(&schema).await);
-    let worker = worker_for(&[&a, &b]).await;
+    let worker = worker_for(&[&a, &b], &[]).await;
 
     let targets = Arc::new(Mutex::new(vec![a.url(), b.url()]));
     let generator = load(targets, Duration::from_secs(8), Duration::from_millis(25));
@@ -331,7 +384,7 @@ async fn a_database_restart_under_load_loses_no_acknowledged_event() {
     assert!(restarted, "pg_ctlcluster restart failed");
     let acked = generator.await.unwrap();
     eprintln!("{} events acknowledged around the restart", acked.len());
-    assert!(acked.len() >= 100, "the load generator got only {} events in", acked.len());
+    assert!(acked.len() >= 50, "the load generator got only {} events in", acked.len());
 
     // Work cut off by the restart is retried: leases of items whose commit failed are released
     // by their own node (orphans), claims lost with the connection likewise.
