@@ -64,7 +64,7 @@ pub async fn dev_info(State(state): State<AppState>) -> ApiResult {
         "startOpts": { "sdkURLs": engine.watched_urls() },
         "functions": functions,
         "handlers": handlers,
-        "isSingleNodeService": true,
+        "isSingleNodeService": state.engine.store.work_signals().is_none(),
         "isMissingSigningKey": state.config.signing_keys.is_empty(),
         "isMissingEventKeys": state.config.event_keys.is_empty(),
         "features": {},

@@ -14,10 +14,10 @@ use sluice_store::{AppRecord, AppStatus, FunctionRecord};
 
 fn function(i: usize) -> FunctionConfig {
     let mut trigger = json!({ "event": format!("app/event.{}", i % 200) });
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         trigger["expression"] = json!(format!("event.data.tier == 'gold' && event.data.n > {}", i % 7));
     }
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         trigger = json!({ "event": format!("app/wild.{}/*", i % 20) });
     }
     serde_json::from_value(json!({
@@ -64,12 +64,12 @@ fn registry(n: usize) -> Registry {
 
 fn measure(n: usize, events: usize) -> (f64, usize) {
     let registry = registry(n);
-    let evs: Vec<_> = (0..256)
+    let evs: Vec<_> = (0..256u32)
         .map(|i| {
-            let name = if i % 5 == 0 { format!("app/wild.{}/x", i % 20) } else { format!("app/event.{}", i % 200) };
+            let name = if i.is_multiple_of(5) { format!("app/wild.{}/x", i % 20) } else { format!("app/event.{}", i % 200) };
             (
                 name.clone(),
-                json!({"name": name, "data": {"tier": if i % 2 == 0 {"gold"} else {"silver"}, "n": i % 9}, "ts": 0}),
+                json!({"name": name, "data": {"tier": if i.is_multiple_of(2) {"gold"} else {"silver"}, "n": i % 9}, "ts": 0}),
             )
         })
         .collect();

@@ -87,7 +87,9 @@ pub(crate) const REGISTRY_VERSION_SQL: &str = "SELECT
     (SELECT COUNT(*) FROM functions), (SELECT COALESCE(MAX(updated_at), 0) FROM functions),
     (SELECT CAST(COALESCE(SUM(updated_at % 1000000007), 0) AS BIGINT) FROM functions),
     (SELECT COUNT(*) FROM deployments), (SELECT COALESCE(MAX(updated_at), 0) FROM deployments),
-    (SELECT CAST(COALESCE(SUM(updated_at % 1000000007), 0) AS BIGINT) FROM deployments)";
+    (SELECT CAST(COALESCE(SUM(updated_at % 1000000007), 0) AS BIGINT) FROM deployments),
+    (SELECT COUNT(*) FROM app_routing), (SELECT COALESCE(MAX(updated_at), 0) FROM app_routing),
+    (SELECT CAST(COALESCE(SUM(updated_at % 1000000007), 0) AS BIGINT) FROM app_routing)";
 
 /// How long a listener waits before reconnecting, doubling from `min` up to `max`.
 pub(crate) fn reconnect_backoff(failures: u32) -> Duration {
@@ -116,7 +118,7 @@ pub trait Cluster: Send + Sync {
     async fn leave(&self, node_id: &str) -> Result<u64>;
     /// Discarded results of steps already stored, oldest first.
     async fn step_duplicates(&self, run_id: &str) -> Result<Vec<StepDuplicate>>;
-    /// Changes whenever an app, function or deployment is written (by any node): nodes compare it
+    /// Changes whenever an app, function, deployment or routing policy is written (by any node): nodes compare it
     /// to reload their in-memory registry after another node synced an app.
     async fn registry_version(&self) -> Result<Vec<i64>>;
     /// Start listening for other nodes' "work queued" signals. `None`: the backend has no other

@@ -142,7 +142,7 @@ impl Cluster for PostgresStore {
     async fn registry_version(&self) -> Result<Vec<i64>> {
         let client = self.client().await?;
         let row = client.query_one(REGISTRY_VERSION_SQL, &[]).await?;
-        (0..9).map(|i| row.try_get(i).map_err(Into::into)).collect()
+        (0..12).map(|i| row.try_get(i).map_err(Into::into)).collect()
     }
 
     fn work_signals(&self) -> Option<WorkSignals> {

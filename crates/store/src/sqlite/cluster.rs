@@ -118,7 +118,7 @@ impl Cluster for SqliteStore {
 
     async fn registry_version(&self) -> Result<Vec<i64>> {
         self.with_conn(|conn| {
-            Ok(conn.query_row(REGISTRY_VERSION_SQL, [], |r| (0..9).map(|i| r.get::<_, i64>(i)).collect())?)
+            Ok(conn.query_row(REGISTRY_VERSION_SQL, [], |r| (0..12).map(|i| r.get::<_, i64>(i)).collect())?)
         })
         .await
     }
