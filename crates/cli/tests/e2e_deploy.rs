@@ -377,3 +377,37 @@ async fn start_launches_the_new_worker_and_stops_the_old_one_only_after_drain() 
     let pid3 = d3.out["result"]["processes"]["new_worker"]["pid"].as_u64().unwrap();
     let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid3}")]).status();
 }
+
+#[tokio::test]
+async fn an_app_without_a_probe_function_gets_a_trust_probe_and_a_degraded_gate() {
+    let sluice = Sluice::dev().await;
+    let v1 = Worker::ts(&sluice, &[("VARIANT", "v1"), ("FUNCTIONS", "hello,steps")]).await;
+    sluice.sync(&v1.url()).await;
+    let v2 = Worker::ts(&sluice, &[("VARIANT", "v2"), ("FUNCTIONS", "hello,steps")]).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut c = deploy_cmd(&sluice, state.path(), FAST);
+    c.arg("--url").arg(v2.url());
+    let d = finish(&mut c).await;
+    schema_validate(&d.out);
+    let probe = gate(&d.out, "callback_probe");
+    assert_eq!(probe["status"], "degraded", "{probe:#}");
+    assert_ne!(d.code, 0, "degraded is not healthy: {:#}", d.out);
+    assert_eq!(sluice.run_to("test/hello", json!({}), "Completed").await["output"]["variant"], "v2");
+}
+
+#[tokio::test]
+async fn a_python_app_deploys_through_its_probe_function() {
+    let sluice = Sluice::dev().await;
+    let v1 = Worker::py(&sluice, &[("VARIANT", "v1")]).await;
+    sluice.sync(&v1.url()).await;
+    let v2 = Worker::py(&sluice, &[("VARIANT", "v2")]).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut c = deploy_cmd(&sluice, state.path(), FAST);
+    c.arg("--url").arg(v2.url());
+    let d = finish(&mut c).await;
+    schema_validate(&d.out);
+    assert_eq!(gate(&d.out, "callback_probe")["status"], "pass", "{:#}", d.out);
+    assert_eq!(d.code, 0, "{:#}", d.out);
+    assert!(v2.effects().iter().any(|e| e["fn"] == "probe"), "the probe ran on v2");
+    assert!(v1.effects().iter().all(|e| e["fn"] != "probe"), "and not on v1");
+}
