@@ -432,3 +432,33 @@ fn start_with_an_unreachable_postgres_says_sluice_2003_without_the_password() {
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
     assert!(!dir.path().join(".sluice").exists(), "no SQLite state is created for a postgres URL");
 }
+
+/// A staged sync asked of one node stays staged when the SDK's own register call reaches another
+/// node (the Python SDK registers out of band, at its INNGEST_DEV node), and the asking node sees it.
+#[tokio::test]
+async fn a_staged_sync_stays_staged_when_the_register_lands_on_another_node() {
+    if !postgres_only("a_staged_sync_stays_staged_when_the_register_lands_on_another_node") {
+        return;
+    }
+    let _serial = serial().await;
+    let schema = SharedSchema::new();
+    let a = node(&schema).await;
+    let b = node(&schema).await;
+    let v1 = Worker::py(&b, &[("VARIANT", "v1")]).await;
+    a.sync(&v1.url()).await;
+    let v2 = Worker::py(&b, &[("VARIANT", "v2")]).await;
+    let r = http()
+        .post(format!("{}/v1/apps/sync", a.url()))
+        .json(&serde_json::json!({"url": v2.url(), "activate": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let staged: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(staged["data"]["deployment_status"], "registered", "{staged}");
+    let (_, deployments) = a.get("/v1/deployments?app_id=py-app").await;
+    let current: Vec<_> =
+        deployments["data"].as_array().unwrap().iter().filter(|d| d["current"] == true).cloned().collect();
+    assert_eq!(current.len(), 1);
+    assert_ne!(current[0]["id"], staged["data"]["deployment_id"], "the staged deployment took no traffic");
+}

@@ -17,6 +17,9 @@ use crate::error::EngineError;
 use crate::registry::DeploymentView;
 use crate::Engine;
 
+/// `deployId` prefix of a staging sync's PUT: a register carrying it is recorded, not activated.
+pub const STAGED_DEPLOY_PREFIX: &str = "sluice-staged-";
+
 /// The event name that triggers a deploy callback-probe function.
 pub const PROBE_EVENT: &str = "sluice/deploy.probe";
 
@@ -79,7 +82,10 @@ pub async fn record_sync(
     let identity = identity(app);
     let current = engine.registry.current_deployment(&app.id).and_then(|id| engine.registry.deployment(&id));
     let diff = diff(current.as_ref().map(|c| c.record.functions.as_slice()).unwrap_or(&[]), functions);
-    let staged = engine.staged_urls.lock().unwrap().contains(&app.normalized_url);
+    // Staged by this node (in-band sync), or by any node: the staging PUT carries a `deployId` the
+    // SDK repeats on its register call, whichever node that call reaches.
+    let staged = engine.staged_urls.lock().unwrap().contains(&app.normalized_url)
+        || app.deploy_id.as_deref().is_some_and(|d| d.starts_with(STAGED_DEPLOY_PREFIX));
     let existing = engine.store.find_deployment(&app.id, &identity).await?;
     let hash = crate::registry::config_hash(functions);
     let (mut record, modified) = match existing {
@@ -346,8 +352,10 @@ impl Engine {
     /// Sync `url` as a staged deployment: registered, but not current until activated.
     pub async fn sync_staged(self: &Arc<Self>, url: &str) -> Result<crate::sync::RegisterReply, EngineError> {
         let key = sluice_protocol::sync_url::normalize_app_url(url);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let staged_url = format!("{url}{sep}deployId={STAGED_DEPLOY_PREFIX}{}", ulid::Ulid::new());
         self.staged_urls.lock().unwrap().insert(key.clone());
-        let out = crate::sync::sync_url(self, url).await;
+        let out = crate::sync::sync_url(self, &staged_url).await;
         self.staged_urls.lock().unwrap().remove(&key);
         out
     }

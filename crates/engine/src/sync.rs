@@ -142,9 +142,28 @@ pub async fn sync_url(engine: &Arc<Engine>, url: &str) -> Result<RegisterReply, 
     // reply through with a 200 even when we refused it, so check what was registered, not the status.
     let wanted = normalize_app_url(url);
     let recent = engine.recent_syncs.lock().unwrap().get(&wanted).cloned();
-    match recent {
-        Some((reply, at)) if at >= started => Ok(reply),
-        _ => Err(failed(format!(
+    if let Some((reply, _)) = recent.filter(|(_, at)| *at >= started) {
+        return Ok(reply);
+    }
+    // The register may have reached another node sharing the database: look for what it recorded.
+    let prefix = format!("{wanted}|");
+    let recorded = engine
+        .store
+        .list_deployments(None)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|d| d.identity.starts_with(&prefix) && d.updated_at >= started);
+    match recorded {
+        Some(d) => Ok(RegisterReply {
+            app_id: d.app_id.clone(),
+            modified: true,
+            function_count: d.functions.len(),
+            deployment_id: d.id.clone(),
+            deployment_status: d.status.as_str().to_string(),
+            diff: Default::default(),
+        }),
+        None => Err(failed(format!(
             "the SDK answered the sync without registering: {}",
             String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()
         ))),
