@@ -215,6 +215,15 @@ async fn bad_app_definitions_are_refused_and_the_synced_app_keeps_working() {
     let (status, body) = call(&sluice, reqwest::Method::POST, "/fn/register", Some(with_bad(hello.clone()))).await;
     assert_error(status, &body, 400, "SLUICE-1101");
 
+    // An https step URL is refused at sync (this build calls SDKs over plain HTTP).
+    hello["id"] = json!("ts-app-https");
+    hello["triggers"] = json!([{ "event": "test/https" }]);
+    hello["steps"]["step"]["runtime"]["url"] =
+        json!("https://worker.example/api/inngest?fnId=ts-app-https&stepId=step");
+    let (status, body) = call(&sluice, reqwest::Method::POST, "/fn/register", Some(with_bad(hello.clone()))).await;
+    assert_error(status, &body, 400, "SLUICE-1101");
+    assert!(body["error"].as_str().unwrap().contains("https"), "{body}");
+
     // A brand-new app with a bad function is not created either.
     let fresh = json!({"url": url, "appName": "bad-app", "framework": "nodejs",
         "functions": [function("bad-app", "f", json!([{"cron": "not a cron"}]), url, None)]});

@@ -28,6 +28,17 @@ pub struct RegisterReply {
 /// bad sync leaves the previous configuration in place.
 pub async fn register(engine: &Arc<Engine>, req: RegisterRequest) -> Result<RegisterReply, EngineError> {
     req.validate()?;
+    // This build speaks plain HTTP to SDKs (TLS is terminated in front of the worker); refuse an
+    // https step URL at sync, with a reason, rather than park every run of it as unreachable later.
+    if let Some(f) = req.functions.iter().find(|f| f.step_url().is_some_and(|u| u.starts_with("https://"))) {
+        return Err(sluice_protocol::ProtocolError::InvalidFunction {
+            function: f.id.clone(),
+            reason: "https SDK URLs are not supported by this build: serve the worker over http to sluice \
+                     (terminate TLS in front of it)"
+                .into(),
+        }
+        .into());
+    }
     let now = engine.now();
     let mut compiled = Vec::with_capacity(req.functions.len());
     for f in &req.functions {
