@@ -123,3 +123,19 @@ async fn a_resync_reports_modified_only_when_the_configuration_changed() {
     assert_eq!(register(body.clone()).await["modified"], true);
     assert_eq!(register(body).await["modified"], false);
 }
+
+#[tokio::test]
+async fn the_v0_api_serves_a_runs_events_and_memoized_steps_to_use_api_sdks() {
+    let (sluice, _worker) = dev_with_ts_worker().await;
+    let run = sluice.run_to("test/steps", json!({"k": 1}), "Completed").await;
+    let run_id = run["run_id"].as_str().unwrap();
+    let (status, batch) = sluice.get(&format!("/v0/runs/{run_id}/batch")).await;
+    assert_eq!(status, 200);
+    assert_eq!(batch[0]["name"], "test/steps");
+    assert_eq!(batch[0]["data"]["k"], 1);
+    let (status, actions) = sluice.get(&format!("/v0/runs/{run_id}/actions")).await;
+    assert_eq!(status, 200);
+    let a = sluice_protocol::ids::hashed_step_id("a");
+    assert_eq!(actions[&a], json!({"data": "A"}));
+    assert_eq!(actions.as_object().unwrap().len(), 3);
+}
