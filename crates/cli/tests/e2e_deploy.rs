@@ -411,3 +411,31 @@ async fn a_python_app_deploys_through_its_probe_function() {
     assert!(v2.effects().iter().any(|e| e["fn"] == "probe"), "the probe ran on v2");
     assert!(v1.effects().iter().all(|e| e["fn"] != "probe"), "and not on v1");
 }
+
+#[tokio::test]
+async fn another_apps_failures_during_bake_do_not_roll_the_deploy_back() {
+    let sluice = Sluice::dev().await;
+    let subset = ("FUNCTIONS", "hello,steps,probe");
+    let v1 = Worker::ts(&sluice, &[("VARIANT", "v1"), subset]).await;
+    sluice.sync(&v1.url()).await;
+    let noisy = Worker::ts(&sluice, &[("APP_ID", "noisy"), ("FUNCTIONS", "non-retriable")]).await;
+    sluice.sync(&noisy.url()).await;
+    let v2 = Worker::ts(&sluice, &[("VARIANT", "v2"), subset]).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut c = deploy_cmd(&sluice, state.path(), FAST);
+    c.arg("--url").arg(v2.url());
+    let deploy = tokio::spawn(async move { finish(&mut c).await });
+    // The other app fails run after run while ts-app deploys.
+    let mut failed = vec![];
+    while !deploy.is_finished() {
+        let id = sluice.send("test/nonretriable", json!({})).await;
+        failed.push(sluice.run_of_event(&id).await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let d = deploy.await.unwrap();
+    assert!(failed.len() > 3, "noise was sent during the deploy");
+    assert_eq!(sluice.wait_status(failed.last().unwrap(), "Failed").await["function_id"], "noisy-non-retriable");
+    assert_eq!(d.code, 0, "ts-app's bake only looks at ts-app's runs: {:#}", d.out);
+    assert_eq!(gate(&d.out, "bake")["status"], "pass");
+    assert_eq!(sluice.run_to("test/hello", json!({}), "Completed").await["output"]["variant"], "v2");
+}

@@ -169,17 +169,19 @@ impl Ctx<'_> {
     async fn warm(&mut self) -> GateResult {
         let cfg = self.cfg().clone();
         let stale_ms = cfg.stale_after.as_millis() as i64;
-        // The pre-deploy baseline the bake compares against.
-        match self.adapter.stats(now_ms() - cfg.baseline_window.as_millis() as i64, stale_ms, None).await {
-            Ok(s) => self.baseline = s,
-            Err(e) => return result(GateStatus::Fail, format!("runtime stats unavailable: {e}"), err_evidence(&e)),
-        }
         self.baseline_doctor = self.adapter.doctor().await.ok().flatten().map(|d| doctor_findings(&d));
         let staged = match self.adapter.stage(&self.req.url).await {
             Ok(s) => s,
             Err(e) => return result(GateStatus::Fail, format!("the new worker did not sync: {e}"), err_evidence(&e)),
         };
         self.report.app_id = Some(staged.app_id.clone());
+        // The pre-deploy baseline the bake compares against: this app's runs only, so another app's
+        // failures neither hide nor cause a breach.
+        let since = now_ms() - cfg.baseline_window.as_millis() as i64;
+        match self.adapter.stats(since, stale_ms, Some(&staged.app_id)).await {
+            Ok(s) => self.baseline = s,
+            Err(e) => return result(GateStatus::Fail, format!("runtime stats unavailable: {e}"), err_evidence(&e)),
+        }
         self.report.new_deployment_id = Some(staged.deployment_id.clone());
         let previous = match self.adapter.deployments(&staged.app_id).await {
             Ok(list) => list.into_iter().find(|d| d.current && d.id != staged.deployment_id),
@@ -411,7 +413,7 @@ impl Ctx<'_> {
                 Ok(d) if !d.current => breaches.push(format!("the new deployment is no longer current ({})", d.status)),
                 _ => {}
             }
-            match self.adapter.stats(since, stale_ms, None).await {
+            match self.adapter.stats(since, stale_ms, self.report.app_id.as_deref()).await {
                 Ok(s) => {
                     if s.stale_running > base.stale_running {
                         breaches
