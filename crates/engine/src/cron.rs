@@ -69,8 +69,15 @@ pub async fn ensure_items(engine: &Engine, functions: &[Arc<RegisteredFunction>]
 pub(crate) async fn tick(engine: &Arc<Engine>, item: &QueueItem) -> Result<(), EngineError> {
     let fn_id = item.run_id.strip_prefix("cron:").unwrap_or_default();
     let cron = item.step_id.as_str();
-    // A function removed, or whose cron changed, lets its old tick item lapse.
-    let Some(f) = engine.registry.function(fn_id) else { return drop_item(engine, item).await };
+    // A function removed, or whose cron changed, lets its old tick item lapse. Another node may
+    // have synced the change moments ago: look in the store before deciding.
+    let lookup = || {
+        engine.registry.function(fn_id).filter(|f| f.config().triggers.iter().any(|t| t.cron.as_deref() == Some(cron)))
+    };
+    if lookup().is_none() {
+        crate::cluster::refresh_registry(engine).await?;
+    }
+    let Some(f) = lookup() else { return drop_item(engine, item).await };
     let Some(trigger) = f.config().triggers.iter().find(|t| t.cron.as_deref() == Some(cron)) else {
         return drop_item(engine, item).await;
     };
