@@ -120,20 +120,7 @@ pub fn finish_timeout_ms(config: &FunctionConfig) -> Option<i64> {
 }
 
 pub fn run_timeout_item(run_id: &str, which: &str, at: i64, now: i64) -> QueueItem {
-    QueueItem {
-        id: format!("{run_id}:rt:{which}"),
-        run_id: run_id.to_string(),
-        kind: ItemKind::RunTimeout,
-        step_id: which.to_string(),
-        attempt: 0,
-        available_at: at,
-        lease_owner: None,
-        lease_expires_at: None,
-        unreachable_count: 0,
-        unreachable_since: None,
-        parked: false,
-        created_at: now,
-    }
+    QueueItem::new(format!("{run_id}:rt:{which}"), run_id, ItemKind::RunTimeout, which, at, now)
 }
 
 #[cfg(test)]

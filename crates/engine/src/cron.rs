@@ -32,20 +32,7 @@ fn next_item(fn_id: &str, cron: &str, jitter: Option<&str>, after: i64, now: i64
     let schedule = CronSchedule::parse(cron).ok()?;
     let tick = schedule.next_after(after)?;
     let jitter = jitter_ms(jitter, &jitter_seed(fn_id, tick)).unwrap_or(0);
-    Some(QueueItem {
-        id: item_id(fn_id, cron),
-        run_id: format!("cron:{fn_id}"),
-        kind: ItemKind::CronTick,
-        step_id: cron.to_string(),
-        attempt: 0,
-        available_at: tick + jitter,
-        lease_owner: None,
-        lease_expires_at: None,
-        unreachable_count: 0,
-        unreachable_since: None,
-        parked: false,
-        created_at: now,
-    })
+    Some(QueueItem::new(item_id(fn_id, cron), &format!("cron:{fn_id}"), ItemKind::CronTick, cron, tick + jitter, now))
 }
 
 /// Make sure every cron trigger of these functions has its tick item (existing ones are kept).

@@ -94,20 +94,7 @@ pub fn discovery_item(run_id: &str, now: i64, attempt: u32) -> QueueItem {
 
 /// The item that runs one planned step. Its id is deterministic, so a step planned twice is queued once.
 pub fn call_item(run_id: &str, step_id: &str, at: i64, attempt: u32) -> QueueItem {
-    QueueItem {
-        id: format!("{run_id}:c:{step_id}"),
-        run_id: run_id.to_string(),
-        kind: ItemKind::Call,
-        step_id: step_id.to_string(),
-        attempt,
-        available_at: at,
-        lease_owner: None,
-        lease_expires_at: None,
-        unreachable_count: 0,
-        unreachable_since: None,
-        parked: false,
-        created_at: at,
-    }
+    QueueItem { attempt, ..QueueItem::new(format!("{run_id}:c:{step_id}"), run_id, ItemKind::Call, step_id, at, at) }
 }
 
 pub fn wake_item(run_id: &str, step_id: &str, at: i64, now: i64) -> QueueItem {
@@ -193,6 +180,13 @@ impl Decision {
         if !self.run.state.pending.iter().any(|p| p == step_id) {
             self.run.state.pending.push(step_id.to_string());
         }
+    }
+}
+
+impl Decision {
+    /// Only the run record changes and one item is queued again (unreachable retries, failover).
+    pub fn requeue(run: RunRecord, item: QueueItem) -> Decision {
+        Decision { run, steps: vec![], enqueue: vec![item], finish: None, new_pauses: vec![], emit: vec![] }
     }
 }
 

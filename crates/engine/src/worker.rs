@@ -383,14 +383,7 @@ async fn on_unreachable(
             let mut updated = run.clone();
             updated.state.deployment_id = current.clone();
             updated.updated_at = now;
-            Some(Decision {
-                run: updated,
-                steps: vec![],
-                enqueue: vec![retry.clone()],
-                finish: None,
-                new_pauses: vec![],
-                emit: vec![],
-            })
+            Some(Decision::requeue(updated, retry.clone()))
         })
         .await?;
         return Ok(());
@@ -417,14 +410,7 @@ async fn on_unreachable(
             updated.status = run.status.apply(RunTransition::Park).unwrap_or(run.status);
             updated.parked_reason = Some(reason_text.clone());
         }
-        Some(Decision {
-            run: updated,
-            steps: vec![],
-            enqueue: vec![retry.clone()],
-            finish: None,
-            new_pauses: vec![],
-            emit: vec![],
-        })
+        Some(Decision::requeue(updated, retry.clone()))
     })
     .await?;
     if over_budget {

@@ -231,6 +231,33 @@ pub struct QueueItem {
     pub created_at: i64,
 }
 
+impl QueueItem {
+    /// A fresh, unleased item at its first attempt.
+    pub fn new(
+        id: String,
+        run_id: &str,
+        kind: ItemKind,
+        step_id: &str,
+        available_at: i64,
+        created_at: i64,
+    ) -> QueueItem {
+        QueueItem {
+            id,
+            run_id: run_id.to_string(),
+            kind,
+            step_id: step_id.to_string(),
+            attempt: 0,
+            available_at,
+            lease_owner: None,
+            lease_expires_at: None,
+            unreachable_count: 0,
+            unreachable_since: None,
+            parked: false,
+            created_at,
+        }
+    }
+}
+
 /// A new run created by an ingested event, with its first queue item.
 #[derive(Debug, Clone)]
 pub struct NewRun {

@@ -90,20 +90,7 @@ impl SqliteStore {
 
 /// The queue item that matches a stored event against waiting pauses.
 pub fn match_pauses_item(event_id: &str, now: i64) -> QueueItem {
-    QueueItem {
-        id: format!("{event_id}:m"),
-        run_id: event_id.to_string(),
-        kind: ItemKind::MatchPauses,
-        step_id: String::new(),
-        attempt: 0,
-        available_at: now,
-        lease_owner: None,
-        lease_expires_at: None,
-        unreachable_count: 0,
-        unreachable_since: None,
-        parked: false,
-        created_at: now,
-    }
+    QueueItem::new(format!("{event_id}:m"), event_id, ItemKind::MatchPauses, "", now, now)
 }
 
 /// Take one free key of every guard for a new run, or none at all.
